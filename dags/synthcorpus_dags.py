@@ -1,0 +1,105 @@
+"""DAG factory: one DAG per corpus spec in include/corpora/*.yaml (``SYNTHCORPUS_CORPORA_DIR`` overrides).
+
+Thin on purpose: tasks call ``synthcorpus.tasks``; nothing heavy (GX, llama.cpp, pandas) is imported at
+parse time. A broken spec does not take the other corpora down: this file skips it, and
+``synthcorpus_spec_errors.py`` turns its problems into one DAG import error naming file and field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from synthcorpus.spec import CorpusSpec, discover
+
+CORPORA_DIR = Path(os.environ.get("SYNTHCORPUS_CORPORA_DIR") or Path(__file__).resolve().parents[1] / "include" / "corpora")
+
+
+def _run_id(params: dict, context_run_id: str) -> str:
+    # A fixed run name makes re-runs resume the same storage prefix (committed shards are skipped).
+    return params.get("run_name") or context_run_id
+
+
+def build_dag(spec: CorpusSpec):
+    spec_path = str(spec.source_path)
+
+    @dag(
+        dag_id=spec.dag_id,
+        description=spec.description or f"synthcorpus corpus {spec.name}",
+        schedule=spec.schedule,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["synthcorpus", f"corpus:{spec.name}"],
+        params={
+            "run_name": Param(
+                None,
+                type=["null", "string"],
+                description="Storage run id; reuse one to resume a run (committed shards are skipped). "
+                "Default: the Airflow run id.",
+            )
+        },
+        doc_md=f"Corpus **{spec.name}** from `{spec_path}`: {spec.documents} documents, formats "
+        f"{', '.join(spec.prompts.formats)}, audiences {', '.join(spec.prompts.audiences)}.",
+    )
+    def corpus():
+        from synthcorpus import tasks  # light: the stage modules are imported inside each call
+
+        @task
+        def seeds(params=None, run_id=None) -> dict:
+            return tasks.seeds(spec_path, _run_id(params, run_id))
+
+        @task
+        def topics(seeds_result: dict, params=None, run_id=None) -> dict:
+            return tasks.topics(spec_path, _run_id(params, run_id), seeds_result["outputs"]["seeds"])
+
+        @task
+        def prompts(topics_result: dict, params=None, run_id=None) -> dict:
+            return tasks.prompts(spec_path, _run_id(params, run_id), topics_result["outputs"]["topics"])
+
+        @task
+        def plan_shards(prompts_result: dict, params=None, run_id=None) -> list[dict]:
+            return tasks.plan(spec_path, _run_id(params, run_id), prompts_result["outputs"]["prompts"])
+
+        @task(map_index_template="{{ shard_label }}")
+        def generate(shard: dict) -> dict:
+            get_current_context()["shard_label"] = f"shard-{shard['index']:05d}"
+            return tasks.generate(shard)
+
+        @task(map_index_template="{{ shard_label }}")
+        def filter_shard(generated: dict, params=None, run_id=None) -> str:
+            get_current_context()["shard_label"] = f"shard-{generated['index']:05d}"
+            return tasks.filter_shard(spec_path, _run_id(params, run_id), generated["output"])["outputs"]["kept"]
+
+        @task
+        def dedup(filtered: list[str], params=None, run_id=None) -> dict:
+            return tasks.dedup(spec_path, _run_id(params, run_id), list(filtered))
+
+        @task
+        def quality_gate(dedup_result: dict, params=None, run_id=None) -> dict:
+            return tasks.gate(spec_path, _run_id(params, run_id), dedup_result["outputs"]["documents"])
+
+        @task(outlets=[Asset(name=f"synthcorpus_{spec.name}", uri=f"synthcorpus://{spec.name}/latest")])
+        def publish(gate_result: dict, params=None, run_id=None) -> dict:
+            return tasks.publish(spec_path, _run_id(params, run_id))
+
+        @task
+        def summary(publish_result: dict, params=None, run_id=None) -> str:
+            text = tasks.summary(spec_path, _run_id(params, run_id))
+            print(text)
+            return text
+
+        shards = plan_shards(prompts(topics(seeds())))
+        generated = generate.expand(shard=shards)
+        filtered = filter_shard.expand(generated=generated)
+        summary(publish(quality_gate(dedup(filtered))))
+
+    return corpus()
+
+
+_specs, _broken = discover(CORPORA_DIR)
+for _spec in _specs:
+    globals()[_spec.dag_id] = build_dag(_spec)

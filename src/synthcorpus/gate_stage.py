@@ -1,0 +1,57 @@
+"""The release gate as a stage: gather the run's documents and metrics, run the GX suite, keep the
+validation JSON and Data Docs with the run, and refuse (GateFailed) when an expectation fails."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import storage
+from .lineage import write_run_lineage
+from .quality.gate import GateFailed, GateThresholds, run_quality_gate
+from .run import RunContext, StageResult
+
+log = logging.getLogger(__name__)
+
+
+def run_metrics(run: RunContext, documents: int) -> dict[str, Any]:
+    markers = [storage.read_json(u) for u in storage.list_files(run.run_uri("filter")) if u.endswith(".commit.json")]
+    generated = sum(m.get("input", 0) for m in markers)
+    return {
+        "generated": generated,
+        "documents": documents,
+        "filtered_share": round(1 - documents / generated, 6) if generated else 1.0,
+    }
+
+
+def quality_gate(run: RunContext, document_uris: list[str]) -> StageResult:
+    import pandas as pd
+
+    frames = [storage.read_parquet(u).to_pandas() for u in document_uris]
+    frames = [f[["text", "n_words", "text_hash"]] for f in frames if len(f)]
+    docs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        {"text": pd.Series([], dtype=object), "n_words": pd.Series([], dtype="int64"), "text_hash": pd.Series([], dtype=object)}
+    )
+    metrics = run_metrics(run, len(docs))
+    q = run.spec.quality
+    thresholds = GateThresholds(
+        min_documents=q.min_documents, max_filtered_share=q.max_filtered_share, min_words=q.min_words, max_words=q.max_words
+    )
+    with tempfile.TemporaryDirectory(prefix="synthcorpus-gx-") as tmp:
+        report = run_quality_gate(docs, metrics, thresholds, Path(tmp), suite_name=f"{run.spec.name}_release")
+        docs_uri = run.run_uri("gate", "data_docs")
+        if report.data_docs_dir is not None:
+            for path in sorted(Path(report.data_docs_dir).rglob("*")):
+                if path.is_file():
+                    storage.write_bytes(storage.join(docs_uri, str(path.relative_to(report.data_docs_dir))), path.read_bytes())
+    storage.write_json(run.run_uri("gate", "validation.json"), report.validation)
+    summary = {**report.to_dict(), "metrics": metrics, "data_docs": storage.join(docs_uri, "index.html")}
+    storage.write_json(run.run_uri("gate", "report.json"), summary)
+    log.info("quality gate %s\n%s", "PASSED" if report.passed else "FAILED", report.table())
+    if not report.passed:
+        write_run_lineage(run, summary)  # the failed run stays explainable
+        raise GateFailed(report)
+    return StageResult("gate", {"report": run.run_uri("gate", "report.json"), "data_docs": summary["data_docs"]},
+                       {"passed": True, **metrics}).save(run)

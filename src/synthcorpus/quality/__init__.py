@@ -1,0 +1,1 @@
+"""Quality stages: heuristic filters, exact dedup and the Great Expectations release gate."""

@@ -1,0 +1,266 @@
+"""The corpus spec: one YAML file in ``include/corpora/`` validated into a typed :class:`CorpusSpec`.
+
+This module is imported at DAG parse time, so it must stay light: pydantic and PyYAML only.
+Every problem is reported with the file, the dotted field path and what was expected.
+Relative paths inside a spec resolve against the directory of the spec file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+FORMATS = ("textbook", "blog_post", "story")
+AUDIENCES = ("young_children", "high_school_students", "college_students")
+LANGUAGES = ("en",)
+ENGINES = ("llamacpp",)
+BUNDLED_MODEL = "smollm2-135m-instruct"
+
+Format = Literal["textbook", "blog_post", "story"]
+Audience = Literal["young_children", "high_school_students", "college_students"]
+Language = Literal["en"]
+
+STORAGE_ENV = "SYNTHCORPUS_STORAGE_URI"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeedsSpec(_Strict):
+    outline: Path = Field(description="YAML outline: list of subjects, each with units (relative to the spec file)")
+
+
+class PromptsSpec(_Strict):
+    formats: list[Format] = Field(min_length=1)
+    audiences: list[Audience] = Field(min_length=1)
+    languages: list[Language] = Field(default=["en"], min_length=1)
+    template_dir: Path = Field(default=Path("../prompts"), description="directory of *.j2 templates")
+    seed: int = Field(default=0, description="seed of the sampling plan")
+
+    @field_validator("formats", "audiences", "languages")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        dupes = sorted({v for v in value if value.count(v) > 1})
+        if dupes:
+            raise ValueError(f"expected unique entries, {', '.join(dupes)} listed more than once")
+        return value
+
+
+class GenerationSpec(_Strict):
+    engine: Literal["llamacpp"] = "llamacpp"
+    model: str = Field(default=BUNDLED_MODEL, description=f"'{BUNDLED_MODEL}' (bundled) or a path to a .gguf file")
+    max_tokens: int = Field(default=384, ge=16, le=32768)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    repeat_penalty: float = Field(default=1.15, ge=1.0, le=2.0)
+    seed: int = Field(default=0, ge=0)
+    n_ctx: int = Field(default=2048, ge=256)
+    threads: int | None = Field(default=None, ge=1, description="CPU threads; default: all cores")
+    shard_size: int = Field(default=16, ge=1, description="prompts per generation shard")
+
+
+class QualitySpec(_Strict):
+    min_words: int = Field(default=50, ge=1)
+    max_words: int = Field(default=5000, ge=1)
+    drop_truncated: bool = Field(default=True, description="drop rows whose finish_reason is 'length'")
+    refusal_phrases: list[str] = Field(default_factory=list, description="extra refusal/meta phrases to drop")
+    min_documents: int = Field(default=1, ge=0, description="gate: minimum documents surviving all filters")
+    max_filtered_share: float = Field(default=0.5, ge=0.0, le=1.0, description="gate: maximum share of rows removed")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> QualitySpec:
+        if self.min_words > self.max_words:
+            raise ValueError(f"expected min_words <= max_words, got {self.min_words} > {self.max_words}")
+        return self
+
+
+class StorageSpec(_Strict):
+    uri: str | None = Field(default=None, description=f"fsspec URI (file://, s3://); ${STORAGE_ENV} overrides")
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(file|s3|memory)://.+", value):
+            raise ValueError("expected a URI starting with file://, s3:// or memory://")
+        return value
+
+
+class PublishSpec(_Strict):
+    rows_per_file: int = Field(default=100_000, ge=1)
+    license: str = "other"
+
+
+class CorpusSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="corpus id: lowercase letters, digits, _")
+    description: str = ""
+    schedule: str | None = Field(default=None, description="cron expression or preset like @weekly; null = manual")
+    documents: int = Field(ge=1, le=100_000_000, description="number of prompts to generate")
+    seeds: SeedsSpec
+    prompts: PromptsSpec
+    generation: GenerationSpec = GenerationSpec()
+    quality: QualitySpec = QualitySpec()
+    storage: StorageSpec = StorageSpec()
+    publish: PublishSpec = PublishSpec()
+
+    # Set by load_spec, not by the YAML.
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    @property
+    def spec_dir(self) -> Path:
+        return self.source_path.parent if self.source_path else Path.cwd()
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.spec_dir / path).resolve()
+
+    @property
+    def outline_path(self) -> Path:
+        return self.resolve(self.seeds.outline)
+
+    @property
+    def template_dir(self) -> Path:
+        return self.resolve(self.prompts.template_dir)
+
+    @property
+    def dag_id(self) -> str:
+        return f"synthcorpus_{self.name}"
+
+    def storage_uri(self) -> str:
+        uri = os.environ.get(STORAGE_ENV) or self.storage.uri
+        if not uri:
+            uri = (Path.cwd() / "synthcorpus-data").as_uri()
+        return uri.rstrip("/")
+
+    def canonical(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    file: str
+    field: str
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.expected}"
+
+
+class SpecError(ValueError):
+    """A spec is invalid. ``problems`` lists every problem found, each naming file and field."""
+
+    def __init__(self, problems: list[SpecProblem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see CorpusSpec in src/synthcorpus/spec.py)"
+    if kind in ("literal_error", "enum"):
+        msg = msg.replace("Input should be", "expected one of")
+    else:
+        msg = msg.replace("Input should be", "expected")
+    return f"{msg} (got {err.get('input')!r})"
+
+
+def parse_spec(data: Any, file: str = "<spec>", source_path: Path | None = None) -> CorpusSpec:
+    """Validate an already-parsed YAML document; raises SpecError listing every problem."""
+    if not isinstance(data, dict):
+        raise SpecError([SpecProblem(file, "(top level)", f"expected a mapping of fields, got {type(data).__name__}")])
+    try:
+        spec = CorpusSpec.model_validate({**data, "source_path": source_path})
+    except ValidationError as exc:
+        raise SpecError([SpecProblem(file, _loc(e["loc"]), _describe(e)) for e in exc.errors()]) from None
+    problems = _check_files(spec, file)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def _check_files(spec: CorpusSpec, file: str) -> list[SpecProblem]:
+    problems = []
+    if not spec.outline_path.is_file():
+        problems.append(SpecProblem(file, "seeds.outline", f"expected an existing YAML file, {spec.outline_path} not found"))
+    tdir = spec.template_dir
+    if not tdir.is_dir():
+        problems.append(SpecProblem(file, "prompts.template_dir", f"expected a directory of templates, {tdir} not found"))
+    else:
+        for i, fmt in enumerate(spec.prompts.formats):
+            if not (tdir / f"{fmt}.j2").is_file():
+                problems.append(SpecProblem(file, f"prompts.formats[{i}]", f"expected a template {tdir / (fmt + '.j2')}"))
+    model = spec.generation.model
+    if model != BUNDLED_MODEL and not spec.resolve(Path(model)).is_file():
+        problems.append(
+            SpecProblem(file, "generation.model", f"expected '{BUNDLED_MODEL}' or an existing .gguf file, got {model!r}")
+        )
+    return problems
+
+
+def load_spec(path: str | os.PathLike[str]) -> CorpusSpec:
+    """Read and validate a spec file; raises SpecError naming the file and each bad field."""
+    p = Path(path)
+    file = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecProblem(file, "(file)", "expected an existing spec file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecProblem(file, "(file)", f"expected a readable UTF-8 file ({exc})")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([SpecProblem(file, where or "(yaml)", f"expected valid YAML: {problem}")]) from None
+    return parse_spec(data, file=file, source_path=p.resolve())
+
+
+def discover(directory: Path) -> tuple[list[CorpusSpec], dict[str, SpecError]]:
+    """Load every ``*.yaml`` spec in a directory: the valid ones, and the errors of the broken ones."""
+    good: list[CorpusSpec] = []
+    broken: dict[str, SpecError] = {}
+    names: dict[str, str] = {}
+    for path in sorted(Path(directory).glob("*.yaml")):
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            broken[str(path)] = exc
+            continue
+        if spec.name in names:
+            broken[str(path)] = SpecError(
+                [SpecProblem(str(path), "name", f"expected a unique corpus name, {spec.name!r} is used by {names[spec.name]}")]
+            )
+            continue
+        names[spec.name] = str(path)
+        good.append(spec)
+    return good, broken

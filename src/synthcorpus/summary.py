@@ -1,0 +1,55 @@
+"""One-screen summary of a run or of the latest published version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import storage
+from .run import RunContext
+from .spec import CorpusSpec
+
+
+def _pct(n: float, d: float) -> str:
+    return f"{100 * n / d:.1f}%" if d else "n/a"
+
+
+def format_summary(lineage: dict[str, Any], where: str | None) -> str:
+    c = lineage["counts"]
+    gate = lineage.get("gate") or {}
+    gc = gate.get("counts", {})
+    generated = c.get("generated") or 0
+    removed = c.get("filtered_out") or {}
+    model = lineage.get("model") or {}
+    lines = [
+        f"corpus      {lineage['corpus']}   run {lineage['run_id']}",
+        f"published   {where or 'NOTHING (gate failed)'}",
+        f"model       {model.get('model')} [{model.get('engine')}] {model.get('model_file')} sha256 {str(model.get('model_sha256'))[:12]}",
+        f"prompts     {c.get('prompts')} from {c.get('topics')} topics ({c.get('seeds')} seeds)",
+        f"generated   {generated} docs, {c.get('completion_tokens')} completion tokens + {c.get('prompt_tokens')} prompt tokens "
+        f"in {c.get('generation_wall_s')}s",
+        f"filters     pass {c.get('after_filters')}/{generated} ({_pct(c.get('after_filters') or 0, generated)}); removed: "
+        + (", ".join(f"{k}={v}" for k, v in removed.items() if v) or "none"),
+        f"dedup       {c.get('after_dedup')} docs after exact dedup",
+        f"gate        {'PASSED' if gate.get('passed') else 'FAILED'}: {gc.get('successful')}/{gc.get('evaluated')} expectations"
+        + (f"; data docs {gate.get('data_docs')}" if gate.get("data_docs") else ""),
+    ]
+    for f in gate.get("expectations", []):
+        if not f.get("success"):
+            lines.append(f"  failed    {f['expectation']} {f.get('column') or ''}: observed {f['observed']}, expected {f['expected']}")
+    return "\n".join(lines)
+
+
+def latest_summary(spec: CorpusSpec) -> str:
+    probe = RunContext.create(spec, "probe")
+    if not storage.exists(probe.latest_uri):
+        return f"{spec.name}: nothing published yet ({probe.latest_uri} does not exist)"
+    pointer = storage.read_json(probe.latest_uri)
+    lineage = storage.read_json(storage.join(pointer["uri"], "lineage.json"))
+    return format_summary(lineage, pointer["uri"])
+
+
+def run_summary(spec: CorpusSpec, run_id: str) -> str:
+    run = RunContext.create(spec, run_id)
+    lineage = storage.read_json(run.run_uri("lineage.json"))
+    where = run.version_uri() if storage.exists(run.version_uri("manifest.json")) else None
+    return format_summary(lineage, where)

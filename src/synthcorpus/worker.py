@@ -1,0 +1,36 @@
+"""Worker entrypoint, the same for an in-process Airflow task and a Kubernetes pod:
+
+    python -m synthcorpus.worker generate --input URI --output URI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .engines import EngineError
+from .storage import StorageError
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m synthcorpus.worker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="generate one plan shard into one output shard")
+    gen.add_argument("--input", required=True, help="URI of the plan shard (Parquet)")
+    gen.add_argument("--output", required=True, help="URI of the output shard (Parquet)")
+    args = parser.parse_args(argv)
+    from .generation import generate_shard
+
+    return generate_shard(args.input, args.output)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        stats = main()
+    except (EngineError, StorageError, FileNotFoundError) as exc:
+        print(f"synthcorpus.worker: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(stats, default=str))

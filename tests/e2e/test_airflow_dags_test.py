@@ -1,0 +1,88 @@
+"""End to end on real Airflow: render airflow.cfg.template into a fresh AIRFLOW_HOME (SQLite), migrate
+the metadata DB, and run a tiny corpus with `airflow dags test` on the real bundled model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from synthcorpus.publish import verify_version
+from tests.conftest import ROOT, tiny_spec_dict, write_spec
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    corpora = base / "corpora"
+    corpora.mkdir()
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(base / "airflow"),
+        "PROJECT_DIR": str(ROOT),
+        "SYNTHCORPUS_CORPORA_DIR": str(corpora),
+        "SYNTHCORPUS_STORAGE_URI": (base / "storage").as_uri(),
+    }
+    (base / "airflow" / "openlineage").mkdir(parents=True)
+    subprocess.run([BIN / "synthcorpus", "render-config", ROOT / "airflow.cfg.template", base / "airflow" / "airflow.cfg"],
+                   env=env, check=True, capture_output=True)
+    migrate = subprocess.run([BIN / "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    return base, corpora, env
+
+
+def dags_test(env, dag_id, run_name):
+    return subprocess.run(
+        [BIN / "airflow", "dags", "test", dag_id, "--conf", json.dumps({"run_name": run_name})],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def test_tiny_corpus_runs_end_to_end(airflow_env):
+    base, corpora, env = airflow_env
+    write_spec(corpora, tiny_spec_dict(name="tiny", documents=9, **{"generation.max_tokens": 40, "generation.shard_size": 4}))
+    res = dags_test(env, "synthcorpus_tiny", "e2e-1")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "success" in (res.stdout + res.stderr).lower()
+
+    corpus = base / "storage" / "tiny"
+    latest = json.loads((corpus / "latest.json").read_text())
+    assert latest["version"] == "e2e-1"
+    version = corpus / "versions" / "e2e-1"
+    manifest = verify_version(version.as_uri())
+    lineage = json.loads((version / "lineage.json").read_text())
+    table = pq.read_table(version / "data")
+    # Published rows, manifest, lineage and the run's own lineage.json agree.
+    assert table.num_rows == manifest["rows"] == latest["rows"] == lineage["counts"]["after_dedup"] > 0
+    assert lineage == json.loads((corpus / "runs" / "e2e-1" / "lineage.json").read_text())
+    assert lineage["counts"]["prompts"] == lineage["counts"]["generated"] == 9
+    assert lineage["model"]["model_file"].endswith(".gguf") and len(lineage["model"]["model_sha256"]) == 64
+    assert lineage["sampling"]["max_tokens"] == 40
+    assert set(table.column("run_id").to_pylist()) == {"e2e-1"}
+    assert set(table.column("model").to_pylist()) == {"smollm2-135m-instruct"}
+
+    # OpenLineage: the provider wrote START and COMPLETE events for every task of this run.
+    events = [json.loads(line) for line in (base / "airflow" / "openlineage" / "events.jsonl").read_text().splitlines()]
+    jobs = Counter((e["eventType"], e["job"]["name"]) for e in events if e["job"]["name"].startswith("synthcorpus_tiny."))
+    for task in ("seeds", "topics", "prompts", "plan_shards", "dedup", "quality_gate", "publish", "summary"):
+        assert jobs[("START", f"synthcorpus_tiny.{task}")] == 1, task
+        assert jobs[("COMPLETE", f"synthcorpus_tiny.{task}")] == 1, task
+    shards = len(list((corpus / "runs" / "e2e-1" / "plan").glob("shard-*.parquet")))
+    assert shards == 3
+    assert jobs[("COMPLETE", "synthcorpus_tiny.generate")] == shards
+    assert jobs[("COMPLETE", "synthcorpus_tiny.filter_shard")] == shards
+
+    # Re-running the same run name skips committed shards and republishes nothing new.
+    before = {p: p.stat().st_mtime_ns for p in (corpus / "runs" / "e2e-1" / "generate").glob("*.parquet")}
+    again = dags_test(env, "synthcorpus_tiny", "e2e-1")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "is committed already" in again.stdout + again.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in (corpus / "runs" / "e2e-1" / "generate").glob("*.parquet")}

@@ -1,0 +1,27 @@
+"""Test doubles for unit tests only; every capability also has a test on the real component."""
+
+from __future__ import annotations
+
+import hashlib
+
+from synthcorpus.engines import Completion, Engine, SamplingParams
+
+
+class FakeEngine(Engine):
+    """Deterministic text per (prompt, seed); counts calls so tests can see what was (re)generated."""
+
+    name = "fake"
+
+    def __init__(self, words: int = 80, finish_reason: str = "stop", same_text: bool = False):
+        self.words, self.finish_reason, self.same_text = words, finish_reason, same_text
+        self.calls: list[str] = []
+
+    def generate(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
+        self.calls.append(prompt)
+        key = "same" if self.same_text else f"{prompt}|{seed}"
+        h = hashlib.sha256(key.encode()).hexdigest()
+        text = " ".join(f"w{h[i % 60:i % 60 + 4]}{i}" for i in range(self.words)) + "."
+        return Completion(text, self.finish_reason, len(prompt.split()), self.words, 0.001)
+
+    def model_info(self) -> dict:
+        return {"engine": "fake", "model": "fake-model", "model_file": "fake.gguf", "model_sha256": "0" * 64, "model_bytes": 0}

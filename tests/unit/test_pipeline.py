@@ -1,0 +1,145 @@
+"""The stages chained in-process with a fake engine: publish layout, gate failure, idempotence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from synthcorpus import storage, tasks
+from synthcorpus.generation import generate_shard
+from synthcorpus.publish import PublishError, publish, verify_version
+from synthcorpus.quality.gate import GateFailed
+from synthcorpus.run import RunContext
+from synthcorpus.spec import load_spec
+from synthcorpus.summary import run_summary
+from tests.conftest import tiny_spec_dict, write_spec
+from tests.fakes import FakeEngine
+
+
+def run_all(spec_path, run_id, engine):
+    """Same order as synthcorpus.pipeline.run_pipeline, with the engine injected."""
+    seeds = tasks.seeds(spec_path, run_id)
+    topics = tasks.topics(spec_path, run_id, seeds["outputs"]["seeds"])
+    prompts = tasks.prompts(spec_path, run_id, topics["outputs"]["topics"])
+    shards = tasks.plan(spec_path, run_id, prompts["outputs"]["prompts"])
+    for shard in shards:
+        generate_shard(shard["input"], shard["output"], engine=engine)
+    filtered = [tasks.filter_shard(spec_path, run_id, s["output"])["outputs"]["kept"] for s in shards]
+    dedup = tasks.dedup(spec_path, run_id, filtered)
+    tasks.gate(spec_path, run_id, dedup["outputs"]["documents"])
+    return tasks.publish(spec_path, run_id)
+
+
+@pytest.fixture
+def spec_path(tmp_path, storage_uri):
+    return str(write_spec(tmp_path, tiny_spec_dict(documents=10, **{"publish.rows_per_file": 4})))
+
+
+def test_publish_layout_manifest_card_and_lineage(spec_path):
+    engine = FakeEngine()
+    result = run_all(spec_path, "manual__2026-01-01T00:00:00+00:00", engine)
+    run = RunContext.create(load_spec(spec_path), "manual__2026-01-01T00:00:00+00:00")
+    assert run.run_id == "manual__2026-01-01T00-00-00-00-00"
+    version = result["outputs"]["version"]
+    manifest = verify_version(version)  # every sha256 re-checked
+    assert manifest["rows"] == 10
+    assert [f["path"] for f in manifest["files"]] == [f"data/train-{i:05d}-of-00003.parquet" for i in range(3)]
+    assert [f["rows"] for f in manifest["files"]] == [4, 4, 2]
+    local = version.removeprefix("file://")
+    table = pq.read_table(f"{local}/data")
+    assert table.num_rows == 10
+    for col in ("text", "run_id", "prompt_id", "topic", "format", "audience", "language", "model", "template", "template_version"):
+        assert col in table.column_names, col
+    assert set(table.column("run_id").to_pylist()) == {run.run_id}
+    card = (open(f"{local}/README.md").read())
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["configs"][0]["data_files"][0]["path"] == "data/train-*.parquet"
+    assert header["language"] == ["en"]
+    lineage = json.load(open(f"{local}/lineage.json"))
+    assert lineage["counts"]["generated"] == 10 and lineage["counts"]["after_dedup"] == 10
+    assert lineage["spec"]["sha256"] == load_spec(spec_path).spec_hash()
+    assert lineage["gate"]["passed"] is True
+    assert set(lineage["templates"]) == {"textbook", "blog_post", "story"}
+    assert lineage["model"]["model"] == "fake-model"
+    latest = storage.read_json(run.latest_uri)
+    assert latest["version"] == run.version and latest["rows"] == 10
+    assert "PASSED" in run_summary(run.spec, run.run_id)
+
+
+def test_hf_datasets_reads_the_published_version(spec_path):
+    from datasets import load_dataset
+
+    version = run_all(spec_path, "r1", FakeEngine())["outputs"]["version"].removeprefix("file://")
+    ds = load_dataset("parquet", data_files=f"{version}/data/train-*.parquet", split="train")
+    assert ds.num_rows == 10
+    assert {"text", "prompt_id", "format", "audience"} <= set(ds.column_names)
+
+
+def test_gate_failure_publishes_nothing_and_keeps_latest(spec_path, tmp_path):
+    run_all(spec_path, "good", FakeEngine())
+    spec = load_spec(spec_path)
+    good = RunContext.create(spec, "good")
+    latest_before = storage.read_json(good.latest_uri)
+    # Every generated text identical: exact dedup leaves 1 document, below min_documents=5.
+    strict = write_spec(tmp_path, tiny_spec_dict(documents=10, **{"quality.min_documents": 5}), "strict.yaml")
+    with pytest.raises(GateFailed) as info:
+        run_all(str(strict), "bad", FakeEngine(same_text=True))
+    assert "expect_table_row_count_to_be_between" in str(info.value)
+    bad = RunContext.create(spec, "bad")
+    assert not storage.exists(bad.version_uri())  # not a single file under the version
+    assert storage.read_json(bad.latest_uri) == latest_before
+    report = storage.read_json(bad.run_uri("gate", "report.json"))
+    assert report["passed"] is False and report["metrics"]["documents"] == 1
+    assert storage.exists(bad.run_uri("gate", "data_docs", "index.html"))
+    assert storage.read_json(bad.run_uri("lineage.json"))["gate"]["passed"] is False
+    with pytest.raises(PublishError, match="quality gate failed; nothing is published"):
+        publish(bad)
+    assert "FAILED" in run_summary(spec, "bad")
+
+
+def test_rerun_same_run_id_skips_committed_shards_and_new_run_moves_latest(spec_path):
+    engine = FakeEngine()
+    first = run_all(spec_path, "r1", engine)
+    assert len(engine.calls) == 10
+    again = run_all(spec_path, "r1", engine)
+    assert len(engine.calls) == 10  # nothing regenerated
+    assert again["outputs"]["version"] == first["outputs"]["version"]
+    run_all(spec_path, "r2", engine)
+    spec = load_spec(spec_path)
+    assert storage.read_json(RunContext.create(spec, "x").latest_uri)["version"] == "r2"
+    # Re-running the older run does not move latest back.
+    run_all(spec_path, "r1", engine)
+    assert storage.read_json(RunContext.create(spec, "x").latest_uri)["version"] == "r2"
+
+
+def test_partial_shard_without_marker_is_regenerated(spec_path):
+    engine = FakeEngine()
+    run_all(spec_path, "r1", engine)
+    run = RunContext.create(load_spec(spec_path), "r1")
+    out = run.run_uri("generate", "shard-00000.parquet")
+    storage.delete(storage.marker(out))  # as if the task died between data and marker
+    generate_shard(run.run_uri("plan", "shard-00000.parquet"), out, engine=engine)
+    assert len(engine.calls) == 14  # shard 0 (4 rows) generated again, others untouched
+
+
+def test_spec_changed_mid_run_is_refused(spec_path):
+    tasks.seeds(spec_path, "r1")
+    data = yaml.safe_load(open(spec_path))
+    data["generation"]["temperature"] = 0.1
+    open(spec_path, "w").write(yaml.safe_dump(data))
+    with pytest.raises(tasks.SpecChangedError, match="changed since run r1 started"):
+        tasks.topics(spec_path, "r1", "unused")
+
+
+def test_checksums_detect_tampering(spec_path):
+    version = run_all(spec_path, "r1", FakeEngine())["outputs"]["version"]
+    path = version.removeprefix("file://") + "/data/train-00000-of-00003.parquet"
+    data = open(path, "rb").read()
+    assert hashlib.sha256(data).hexdigest() == storage.read_json(version + "/manifest.json")["files"][0]["sha256"]
+    open(path, "wb").write(data[:-1] + b"\0")
+    with pytest.raises(PublishError, match="sha256 does not match"):
+        verify_version(version)

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from synthcorpus.spec import SpecError, load_spec, parse_spec
+from tests.conftest import ROOT, tiny_spec_dict, write_spec
+
+
+def test_demo_spec_is_valid():
+    spec = load_spec(ROOT / "include" / "corpora" / "demo.yaml")
+    assert spec.name == "demo"
+    assert spec.dag_id == "synthcorpus_demo"
+    assert spec.documents >= 24
+    assert len(spec.prompts.formats) >= 3 and len(spec.prompts.audiences) >= 3
+    assert spec.outline_path.is_file()
+    assert spec.generation.engine == "llamacpp"
+
+
+def test_spec_hash_is_stable_and_sensitive(tmp_path):
+    a = parse_spec(tiny_spec_dict())
+    b = parse_spec(tiny_spec_dict())
+    c = parse_spec(tiny_spec_dict(**{"generation.temperature": 0.9}))
+    assert a.spec_hash() == b.spec_hash() != c.spec_hash()
+
+
+BAD_SPECS = [
+    # (overrides or replacement, field, fragment of the expectation)
+    ({"name": "Bad Name!"}, "name", "should match pattern"),
+    ({"documents": 0}, "documents", "greater than or equal to 1"),
+    ({"documents": "many"}, "documents", "valid integer"),
+    ({"prompts.formats": ["textbook", "limerick"]}, "prompts.formats[1]", "expected one of 'textbook', 'blog_post' or 'story'"),
+    ({"prompts.formats": []}, "prompts.formats", "at least 1 item"),
+    ({"prompts.audiences": ["college_students", "college_students"]}, "prompts.audiences", "listed more than once"),
+    ({"generation.engine": "gpt5"}, "generation.engine", "expected one of 'llamacpp'"),
+    ({"generation.temperature": 3.5}, "generation.temperature", "less than or equal to 2"),
+    ({"generation.max_tokens": 4}, "generation.max_tokens", "greater than or equal to 16"),
+    ({"generation.model": "/nonexistent/model.gguf"}, "generation.model", "existing .gguf file"),
+    ({"generation.tempurature": 0.5}, "generation.tempurature", "unknown field"),
+    ({"quality.min_words": 500, "quality.max_words": 10}, "quality", "min_words <= max_words"),
+    ({"quality.max_filtered_share": 1.5}, "quality.max_filtered_share", "less than or equal to 1"),
+    ({"storage.uri": "ftp://x/y"}, "storage.uri", "file://, s3:// or memory://"),
+    ({"seeds.outline": "/nonexistent/outline.yaml"}, "seeds.outline", "existing YAML file"),
+    ({"prompts.template_dir": "/nonexistent"}, "prompts.template_dir", "directory of templates"),
+]
+
+
+@pytest.mark.parametrize("overrides,field,expected", BAD_SPECS, ids=[b[1] for b in BAD_SPECS])
+def test_bad_spec_names_file_field_and_expectation(tmp_path, overrides, field, expected):
+    path = write_spec(tmp_path, tiny_spec_dict(**overrides), "bad.yaml")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    problems = info.value.problems
+    assert any(p.field == field and expected in p.expected and p.file == str(path) for p in problems), problems
+
+
+def test_missing_required_fields_are_all_reported(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("description: nothing else\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    fields = {p.field for p in info.value.problems}
+    assert {"name", "documents", "seeds", "prompts"} <= fields
+    assert all(p.expected == "required field is missing" for p in info.value.problems)
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: demo\nprompts: [textbook\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    (problem,) = info.value.problems
+    assert problem.file == str(path)
+    assert problem.field.startswith("line ")
+    assert "expected valid YAML" in problem.expected
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(SpecError, match=r"list.yaml: \(top level\): expected a mapping"):
+        load_spec(path)
+    with pytest.raises(SpecError, match=r"nope.yaml: \(file\): expected an existing spec file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_cli_validate_exit_codes(tmp_path):
+    bad = write_spec(tmp_path, tiny_spec_dict(**{"documents": -1, "generation.top_p": 0}), "bad.yaml")
+    good = write_spec(tmp_path, tiny_spec_dict(), "good.yaml")
+    cmd = [sys.executable, "-m", "synthcorpus.cli", "validate"]
+    ok = subprocess.run([*cmd, str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok (corpus 'tiny'" in ok.stdout
+    res = subprocess.run([*cmd, str(good), str(bad)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert f"{bad}: documents: expected greater than or equal to 1" in res.stderr
+    assert f"{bad}: generation.top_p: expected greater than 0" in res.stderr
