@@ -38,7 +38,7 @@ demo: airflow-home
 	@run=demo__$$(date -u +%Y%m%dT%H%M%S); \
 	echo "== airflow dags test synthcorpus_demo (run $$run); task logs: $(AIRFLOW_HOME)/demo-$$run.log"; \
 	$(BIN)/airflow dags test synthcorpus_demo --conf "{\"run_name\": \"$$run\"}" > $(AIRFLOW_HOME)/demo-$$run.log 2>&1; \
-	status=$$?; grep -E "synthcorpus.generation|quality gate|published|ERROR" $(AIRFLOW_HOME)/demo-$$run.log | tail -15; \
+	status=$$?; grep -E "committed: |quality gate|published [0-9]+ rows|ERROR" $(AIRFLOW_HOME)/demo-$$run.log | cut -c1-220 | tail -15; \
 	echo; echo "== summary"; \
 	$(BIN)/synthcorpus summary include/corpora/demo.yaml --run-id $$run || status=1; \
 	echo "OpenLineage events: $(AIRFLOW_HOME)/openlineage/events.jsonl"; \

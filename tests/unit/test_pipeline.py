@@ -143,3 +143,16 @@ def test_checksums_detect_tampering(spec_path):
     open(path, "wb").write(data[:-1] + b"\0")
     with pytest.raises(PublishError, match="sha256 does not match"):
         verify_version(version)
+
+
+def test_object_store_path_without_local_files(tmp_path, monkeypatch):
+    """The non-local code path (single PUT per object, as on s3://) through fsspec's memory filesystem."""
+    monkeypatch.setenv("SYNTHCORPUS_STORAGE_URI", "memory://synthcorpus-test")
+    spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=6)))
+    version = run_all(spec_path, "mem1", FakeEngine())["outputs"]["version"]
+    assert version.startswith("memory://synthcorpus-test/tiny/versions/mem1")
+    manifest = verify_version(version)
+    assert manifest["rows"] == 6
+    run = RunContext.create(load_spec(spec_path), "mem1")
+    assert storage.read_json(run.latest_uri)["version"] == "mem1"
+    assert any(u.endswith("shard-00000.parquet.commit.json") for u in storage.list_files(run.run_uri("generate")))

@@ -1,0 +1,68 @@
+"""Benchmarks, run by `make bench`. Each prints figures measured side by side in the same run.
+
+worker_overhead: the worker entrypoint (read plan shard, generate, commit output + marker) versus
+calling the engine directly on the same prompts with the same greedy sampling, both including model
+load. Target: worker/direct throughput >= 0.97.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+import pyarrow as pa
+
+from synthcorpus import storage
+from synthcorpus.engines import SamplingParams, load_engine
+from synthcorpus.generation import META_KEY, generate_shard
+
+PROMPTS = [
+    "Explain how bees help flowers make seeds.",
+    "Write a short paragraph about the printing press.",
+    "Describe friction to a ten-year-old.",
+    "What is compound interest? Give an example.",
+    "Tell a very short story about a lighthouse keeper.",
+    "Explain why the sky looks blue.",
+]
+CFG = {"engine": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 1024, "max_tokens": 96,
+       "temperature": 0.0, "top_p": 1.0, "repeat_penalty": 1.1, "seed": 0, "run_id": "bench"}
+
+
+def direct() -> tuple[float, int]:
+    started = time.perf_counter()
+    engine = load_engine(CFG)
+    params = SamplingParams.from_config(CFG)
+    tokens = sum(engine.generate(p, params, seed=i).completion_tokens for i, p in enumerate(PROMPTS))
+    engine.close()
+    return time.perf_counter() - started, tokens
+
+
+def worker(tmp: str) -> tuple[float, int]:
+    plan = pa.table({"prompt_id": [f"p{i}" for i in range(len(PROMPTS))], "prompt": PROMPTS,
+                     "seed": list(range(len(PROMPTS)))}).replace_schema_metadata({META_KEY: json.dumps(CFG).encode()})
+    in_uri, out_uri = f"file://{tmp}/plan.parquet", f"file://{tmp}/out-{time.time_ns()}.parquet"
+    storage.write_parquet(in_uri, plan)
+    started = time.perf_counter()
+    stats = generate_shard(in_uri, out_uri)
+    return time.perf_counter() - started, stats["completion_tokens"]
+
+
+def worker_overhead(repeats: int = 2) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        direct(); worker(tmp)  # warm the page cache for the model file
+        d = [direct() for _ in range(repeats)]
+        w = [worker(tmp) for _ in range(repeats)]
+    d_rate = sum(t for _, t in d) / sum(s for s, _ in d)
+    w_rate = sum(t for _, t in w) / sum(s for s, _ in w)
+    print(f"worker_overhead: direct {d_rate:.1f} tok/s, worker {w_rate:.1f} tok/s, "
+          f"ratio worker/direct = {w_rate / d_rate:.3f} (target >= 0.97; {len(PROMPTS)} prompts x {repeats} runs)")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    wanted = sys.argv[1:] or ["worker_overhead"]
+    for name in wanted:
+        globals()[name]()
