@@ -86,3 +86,23 @@ def test_tiny_corpus_runs_end_to_end(airflow_env):
     assert again.returncode == 0, again.stdout[-3000:]
     assert "is committed already" in again.stdout + again.stderr
     assert before == {p: p.stat().st_mtime_ns for p in (corpus / "runs" / "e2e-1" / "generate").glob("*.parquet")}
+
+
+def test_failing_gate_fails_the_dag_run_and_publishes_nothing(airflow_env):
+    base, corpora, env = airflow_env
+    write_spec(corpora, tiny_spec_dict(name="strict", documents=3,
+                                       **{"generation.max_tokens": 24, "quality.min_documents": 50}))
+    res = dags_test(env, "synthcorpus_strict", "e2e-fail")
+    out = res.stdout + res.stderr
+    assert "quality gate failed: 1 expectation(s) not met" in out
+    assert "expect_table_row_count_to_be_between" in out and ">= 50" in out
+    assert res.returncode != 0  # the DAG run failed, so `airflow dags test` (and `make demo`) fails
+    events = [json.loads(line) for line in (base / "airflow" / "openlineage" / "events.jsonl").read_text().splitlines()]
+    assert any(e["eventType"] == "FAIL" and e["job"]["name"] == "synthcorpus_strict.quality_gate" for e in events)
+    assert not any(e["job"]["name"] == "synthcorpus_strict.publish" for e in events)
+    corpus = base / "storage" / "strict"
+    assert not (corpus / "versions").exists()
+    assert not (corpus / "latest.json").exists()
+    report = json.loads((corpus / "runs" / "e2e-fail" / "gate" / "report.json").read_text())
+    assert report["passed"] is False
+    assert (corpus / "runs" / "e2e-fail" / "gate" / "data_docs" / "index.html").is_file()
