@@ -14,6 +14,7 @@ from ..run import RunContext, StageResult
 
 def dedup_exact(run: RunContext, filtered_uris: list[str]) -> StageResult:
     import pyarrow as pa
+    import pyarrow.compute  # noqa: F401  (pa.compute)
 
     seen: set[str] = set()
     outputs, removed_total, kept_total = [], 0, 0
@@ -24,14 +25,16 @@ def dedup_exact(run: RunContext, filtered_uris: list[str]) -> StageResult:
         for h in table.column("text_hash").to_pylist() if table.num_rows else []:
             keep_mask.append(h not in seen)
             seen.add(h)
-        kept = table.filter(pa.array(keep_mask, pa.bool_())) if table.num_rows else table
-        for row in table.filter(pa.array([not k for k in keep_mask], pa.bool_())).to_pylist() if table.num_rows else []:
-            removed_rows.append({**row, "filter_reason": "exact_duplicate"})
+        if table.num_rows:
+            mask = pa.array(keep_mask, pa.bool_())
+            removed = table.filter(pa.compute.invert(mask)).to_pylist()
+            removed_rows.extend({**row, "filter_reason": "exact_duplicate"} for row in removed)
+            table = table.filter(mask)
         out = run.run_uri("dedup", uri.rsplit("/", 1)[-1])
-        storage.write_parquet(out, kept)
+        storage.write_parquet(out, table)
         outputs.append(out)
-        kept_total += kept.num_rows
-        removed_total += table.num_rows - kept.num_rows
+        kept_total += table.num_rows
+        removed_total += len(keep_mask) - table.num_rows
     if removed_rows:
         storage.write_parquet(run.run_uri("dedup", "removed-duplicates.parquet"), pa.Table.from_pylist(removed_rows))
     stats = {"input": kept_total + removed_total, "kept": kept_total, "removed": removed_total}
