@@ -1,4 +1,7 @@
-"""Benchmarks, run by `make bench`. Each prints figures measured side by side in the same run.
+"""Benchmarks, run by `make bench` (all) or `python benchmarks/run.py NAME`. Each prints figures measured
+side by side in the same run.
+
+topic_extraction: see benchmarks/topics_bench.py (samples/s and peak memory at 10k and 100k seeds).
 
 worker_overhead: the worker entrypoint (read plan shard, generate, commit output + marker) versus
 calling the engine directly on the same prompts with the same greedy sampling, both including model
@@ -61,8 +64,15 @@ def worker_overhead(repeats: int = 2) -> None:
           f"ratio worker/direct = {w_rate / d_rate:.3f} (target >= 0.97; {len(PROMPTS)} prompts x {repeats} runs)")
 
 
+def topic_extraction() -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import topics_bench
+
+    topics_bench.topic_extraction()
+
+
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    wanted = sys.argv[1:] or ["worker_overhead"]
+    wanted = sys.argv[1:] or ["worker_overhead", "topic_extraction"]
     for name in wanted:
         globals()[name]()

@@ -57,8 +57,8 @@ def build_dag(spec: CorpusSpec):
             return tasks.topics(spec_path, _run_id(params, run_id), seeds_result["outputs"]["seeds"])
 
         @task
-        def prompts(topics_result: dict, params=None, run_id=None) -> dict:
-            return tasks.prompts(spec_path, _run_id(params, run_id), topics_result["outputs"]["topics"])
+        def prompts(seeds_result: dict, topics_result: dict, params=None, run_id=None) -> dict:
+            return tasks.prompts(spec_path, _run_id(params, run_id), seeds_result["outputs"]["seeds"], topics_result)
 
         @task
         def plan_shards(prompts_result: dict, params=None, run_id=None) -> list[dict]:
@@ -92,7 +92,8 @@ def build_dag(spec: CorpusSpec):
             print(text)
             return text
 
-        shards = plan_shards(prompts(topics(seeds())))
+        seeded = seeds()
+        shards = plan_shards(prompts(seeded, topics(seeded)))
         generated = generate.expand(shard=shards)
         filtered = filter_shard.expand(generated=generated)
         summary(publish(quality_gate(dedup(filtered))))

@@ -46,6 +46,19 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prompts_preview(args: argparse.Namespace) -> int:
+    from .prompts import preview
+
+    spec = load_spec(args.spec)
+    for row in preview(spec, args.n):
+        topic = row["topic"] if row["topic_in_prompt"] else f"(not named; cluster: {row['topic']})"
+        print(f"=== {row['prompt_id']}  {row['template']} v{row['template_version']}  audience={row['audience']}  "
+              f"seed={row['seed_kind']}  topic={topic}  style={row['style_index']}")
+        print(row["prompt"])
+        print()
+    return 0
+
+
 def _render_config(args: argparse.Namespace) -> int:
     """Render airflow.cfg.template: ${NAME} is replaced from the environment; unset names are errors."""
     import re
@@ -76,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("spec")
     p.add_argument("--run-id")
     p.set_defaults(func=_summary)
+    p = sub.add_parser("prompts", help="inspect prompts")
+    psub = p.add_subparsers(dest="prompts_command", required=True)
+    pp = psub.add_parser("preview", help="render the first N prompts of a spec (seeds, topics, prompts in memory)")
+    pp.add_argument("spec")
+    pp.add_argument("--n", type=int, default=5)
+    pp.set_defaults(func=_prompts_preview)
     p = sub.add_parser("render-config", help="render airflow.cfg.template with ${VARS} from the environment")
     p.add_argument("template")
     p.add_argument("output")

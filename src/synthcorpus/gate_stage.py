@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import storage
+from .diversity import opening_report
 from .lineage import write_run_lineage
 from .quality.gate import GateFailed, GateThresholds, run_quality_gate
 from .run import RunContext, StageResult
@@ -16,14 +17,26 @@ from .run import RunContext, StageResult
 log = logging.getLogger(__name__)
 
 
-def run_metrics(run: RunContext, documents: int) -> dict[str, Any]:
+def run_metrics(run: RunContext, documents: int, openings: dict[str, Any]) -> dict[str, Any]:
     markers = [storage.read_json(u) for u in storage.list_files(run.run_uri("filter")) if u.endswith(".commit.json")]
     generated = sum(m.get("input", 0) for m in markers)
     return {
         "generated": generated,
         "documents": documents,
         "filtered_share": round(1 - documents / generated, 6) if generated else 1.0,
+        "max_opening_share": openings["max_opening_share"],
     }
+
+
+def write_diversity(run: RunContext, texts: list[str]) -> dict[str, Any]:
+    """The run's diversity report: the prompt plan's (written by the prompts stage) plus document openings."""
+    prompts_uri = run.run_uri("prompts", "diversity.json")
+    report = {
+        "prompts": storage.read_json(prompts_uri) if storage.exists(prompts_uri) else None,
+        "openings": opening_report(texts),
+    }
+    storage.write_json(run.run_uri("diversity.json"), report)
+    return report
 
 
 def quality_gate(run: RunContext, document_uris: list[str]) -> StageResult:
@@ -34,10 +47,12 @@ def quality_gate(run: RunContext, document_uris: list[str]) -> StageResult:
     docs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {"text": pd.Series([], dtype=object), "n_words": pd.Series([], dtype="int64"), "text_hash": pd.Series([], dtype=object)}
     )
-    metrics = run_metrics(run, len(docs))
+    diversity = write_diversity(run, docs["text"].tolist())
+    metrics = run_metrics(run, len(docs), diversity["openings"])
     q = run.spec.quality
     thresholds = GateThresholds(
-        min_documents=q.min_documents, max_filtered_share=q.max_filtered_share, min_words=q.min_words, max_words=q.max_words
+        min_documents=q.min_documents, max_filtered_share=q.max_filtered_share, min_words=q.min_words,
+        max_words=q.max_words, max_opening_share=q.max_opening_share,
     )
     with tempfile.TemporaryDirectory(prefix="synthcorpus-gx-") as tmp:
         report = run_quality_gate(docs, metrics, thresholds, Path(tmp), suite_name=f"{run.spec.name}_release")

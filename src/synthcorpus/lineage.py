@@ -63,9 +63,12 @@ def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any
         "sampling": generated[0].get("sampling") if generated else None,
         "templates": prompts.get("stats", {}).get("templates", {}),
         "seeds": _stage(run, "seeds").get("stats", {}),
+        "topics": _stage(run, "topics").get("stats", {}),
+        "diversity": storage.read_json(run.run_uri("diversity.json")) if storage.exists(run.run_uri("diversity.json")) else None,
         "counts": {
             "seeds": _stage(run, "seeds").get("stats", {}).get("seeds"),
             "topics": _stage(run, "topics").get("stats", {}).get("topics"),
+            "topics_kept": _stage(run, "topics").get("stats", {}).get("kept"),
             "prompts": prompts.get("stats", {}).get("prompts"),
             "generated": sum(m.get("rows", 0) for m in generated),
             "filtered_out": reasons,
@@ -80,7 +83,10 @@ def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any
     }
 
 
-PROVENANCE_COLUMNS = ("run_id", "prompt_id", "topic_id", "topic", "format", "audience", "language", "model", "template", "template_version")
+PROVENANCE_COLUMNS = (
+    "run_id", "prompt_id", "seed_id", "seed_kind", "topic_id", "topic", "topic_in_prompt", "format", "audience",
+    "language", "style_index", "model", "template", "template_version",
+)
 
 
 def write_run_lineage(run: RunContext, gate: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from . import tasks
 def run_pipeline(spec_path: str, run_id: str) -> dict[str, Any]:
     seeds = tasks.seeds(spec_path, run_id)
     topics = tasks.topics(spec_path, run_id, seeds["outputs"]["seeds"])
-    prompts = tasks.prompts(spec_path, run_id, topics["outputs"]["topics"])
+    prompts = tasks.prompts(spec_path, run_id, seeds["outputs"]["seeds"], topics)
     shards = tasks.plan(spec_path, run_id, prompts["outputs"]["prompts"])
     generated = [tasks.generate(shard) for shard in shards]
     filtered = [tasks.filter_shard(spec_path, run_id, g["output"])["outputs"]["kept"] for g in generated]

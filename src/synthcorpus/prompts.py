@@ -1,6 +1,7 @@
-"""Prompt stage: Jinja templates (one per format, audience-specific instructions inside) and a plan that
-balances topics, formats, audiences and languages. Prompt ids are a hash of template name, template
-version and every input, so the same spec and seeds always yield the same ids."""
+"""Prompt stage: Jinja templates ``<template_dir>/<language>/<format>.j2`` (audience-specific instructions
+inside, written natively per language) and a sampling plan that balances topics, formats, audiences and
+languages. Prompt ids are a hash of template name, template version and every input, so the same spec,
+seeds and topics always yield the same ids."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from . import storage
 from .run import RunContext, StageResult
 from .spec import CorpusSpec
 
-LANGUAGE_NAMES = {"en": "English"}
 _VERSION = re.compile(r"^\{#-?\s*version:\s*(\S+)\s*-?#\}")
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
 class TemplateError(ValueError):
@@ -28,28 +29,34 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class Template:
-    name: str
+    name: str  # "<language>/<format>"
     path: Path
     version: str
     sha256: str
 
 
-def load_templates(spec: CorpusSpec) -> dict[str, Template]:
-    out = {}
-    for fmt in spec.prompts.formats:
-        path = spec.template_dir / f"{fmt}.j2"
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise TemplateError(f"{path}: expected a template for format {fmt!r}") from None
-        m = _VERSION.match(raw.decode("utf-8"))
-        if not m:
-            raise TemplateError(f"{path}: line 1: expected a version header like '{{#- version: 1 -#}}'")
-        out[fmt] = Template(fmt, path, m.group(1), hashlib.sha256(raw).hexdigest())
-    return out
+def load_template(template_dir: Path, name: str) -> Template:
+    path = template_dir / f"{name}.j2"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise TemplateError(f"{path}: expected a template file") from None
+    m = _VERSION.match(raw.decode("utf-8"))
+    if not m:
+        raise TemplateError(f"{path}: line 1: expected a version header like '{{#- version: 1 -#}}'")
+    return Template(name, path, m.group(1), hashlib.sha256(raw).hexdigest())
 
 
-def _environment(template_dir: Path):
+def load_templates(spec: CorpusSpec) -> dict[tuple[str, str], Template]:
+    """Every (language, format) template the spec needs."""
+    return {
+        (lang, fmt): load_template(spec.template_dir, f"{lang}/{fmt}")
+        for lang in spec.prompts.languages
+        for fmt in spec.prompts.formats
+    }
+
+
+def environment(template_dir: Path) -> Any:
     import jinja2
 
     return jinja2.Environment(
@@ -64,14 +71,22 @@ def render(env: Any, template: Template, variables: dict[str, Any]) -> str:
     import jinja2
 
     try:
-        text = env.get_template(template.path.name).render(**variables)
+        text = env.get_template(f"{template.name}.j2").render(**variables)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{template.path}: line {exc.lineno}: expected valid Jinja ({exc.message})") from None
-    except (jinja2.UndefinedError, KeyError) as exc:
+    except (jinja2.UndefinedError, KeyError, TypeError) as exc:
         raise TemplateError(f"{template.path}: rendering failed, {exc} (variables given: {sorted(variables)})") from None
     text = text.strip()
     if not text:
         raise TemplateError(f"{template.path}: expected a non-empty prompt, template rendered to nothing")
+    return text
+
+
+def truncate_tokens(text: str, budget: int) -> str:
+    """The text cut after ``budget`` word/punctuation tokens (original spacing kept), with an ellipsis."""
+    for i, m in enumerate(_TOKEN.finditer(text)):
+        if i == budget:
+            return text[: m.start()].rstrip() + " …"
     return text
 
 
@@ -80,78 +95,141 @@ def prompt_id(template: Template, inputs: dict[str, Any]) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def plan(spec: CorpusSpec, topics: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, str, str, int]]:
-    """Balanced, deterministic plan of (topic, format, audience, language, variant).
+@dataclass(frozen=True)
+class PlanItem:
+    topic_id: str
+    format: str
+    audience: str
+    language: str
+    variant: int  # how many times the whole topic x combination space was used before this item
 
-    Item i takes combo i mod C and topic i mod T (each list shuffled once with the plan seed), so
-    formats, audiences, languages and topics each stay within one of equal counts; pairs repeat only
-    after lcm(T, C) items, and repeats get a new ``variant`` so every prompt id stays unique.
+
+def plan(spec: CorpusSpec, topic_ids: list[str]) -> list[PlanItem]:
+    """Balanced, deterministic plan over topics x (format, audience, language).
+
+    Item i takes topic i mod T and combination (i + k) mod C, where k counts completed lcm(T, C) periods:
+    each period pairs every topic with C/g combinations (g = gcd(T, C)) and each shift k reaches pairs not
+    seen before, so the T*C space is sampled without replacement until it is exhausted (then ``variant``
+    goes up). Topic and combination counts never differ by more than one within a period.
     """
-    rng = random.Random(spec.prompts.seed)
-    combos = list(product(spec.prompts.formats, spec.prompts.audiences, spec.prompts.languages))
-    kept = sorted((t for t in topics if t["kept"]), key=lambda t: t["topic_id"])
-    if not kept:
+    if not topic_ids:
         raise ValueError("prompts: expected at least one kept topic, got none")
-    rng.shuffle(kept)
-    period = math.lcm(len(kept), len(combos))
-    out = []
+    rng = random.Random(spec.prompts.seed)
+    topics = sorted(topic_ids)
+    rng.shuffle(topics)
+    combos = list(product(spec.prompts.formats, spec.prompts.audiences, spec.prompts.languages))
+    rng.shuffle(combos)
+    n_topics, n_combos = len(topics), len(combos)
+    period = math.lcm(n_topics, n_combos)
+    space = n_topics * n_combos
+    items = []
     for i in range(spec.documents):
-        fmt, aud, lang = combos[i % len(combos)]
-        out.append((kept[i % len(kept)], fmt, aud, lang, i // period))
-    return out
+        k = (i % space) // period
+        fmt, aud, lang = combos[(i + k) % n_combos]
+        items.append(PlanItem(topics[i % n_topics], fmt, aud, lang, i // space))
+    return items
 
 
-def build_prompts(run: RunContext, topics_uri: str) -> StageResult:
+def build_prompts(run: RunContext, seeds_uri: str, topics_uri: str, assignments_uri: str) -> StageResult:
     import pyarrow as pa
+
+    from .diversity import prompt_report
 
     spec = run.spec
     templates = load_templates(spec)
-    env = _environment(spec.template_dir)
-    topics = storage.read_parquet(topics_uri).to_pylist()
+    env = environment(spec.template_dir)
+    seeds = {s["seed_id"]: s for s in storage.read_parquet(seeds_uri).to_pylist()}
+    topics = {t["topic_id"]: t for t in storage.read_parquet(topics_uri).to_pylist()}
+    pools: dict[str, list[str]] = {}
+    for a in storage.read_parquet(assignments_uri).to_pylist():
+        if topics[a["topic_id"]]["kept"]:
+            pools.setdefault(a["topic_id"], []).append(a["seed_id"])
+    rng = random.Random(spec.prompts.seed)
+    for pool in pools.values():
+        pool.sort()
+        rng.shuffle(pool)
+    used: dict[str, int] = {}
+    cue_counter: dict[tuple[str, str], int] = {}
     rows = []
-    for topic, fmt, aud, lang, variant in plan(spec, topics):
-        template = templates[fmt]
+    for i, item in enumerate(plan(spec, list(pools))):
+        topic = topics[item.topic_id]
+        pool = pools[item.topic_id]
+        seed = seeds[pool[used.get(item.topic_id, 0) % len(pool)]]
+        used[item.topic_id] = used.get(item.topic_id, 0) + 1
+        # Instruction seeds carry their own subject; naming a topic only helps outline and web seeds.
+        topic_in_prompt = seed["kind"] != "instruction" and rng.random() < spec.prompts.topic_probability
+        style_index = cue_counter.get((item.format, item.language), 0)
+        cue_counter[(item.format, item.language)] = style_index + 1
+        template = templates[(item.language, item.format)]
         variables = {
-            "topic": topic["label"],
-            "subject": topic["subject"],
-            "course": topic["course"],
-            "extract": topic["extract"],
-            "audience": aud,
-            "language": lang,
-            "language_name": LANGUAGE_NAMES[lang],
+            "extract": truncate_tokens(seed["text"], spec.prompts.extract_max_tokens),
+            "seed_kind": seed["kind"],
+            "topic": topic["label"] if topic_in_prompt else None,
+            "subject": seed.get("subject"),
+            "course": seed.get("course"),
+            "unit": seed.get("unit"),
+            "audience": item.audience,
+            "style_index": style_index,
+            "language": item.language,
         }
-        inputs = {"topic_id": topic["topic_id"], "format": fmt, "audience": aud, "language": lang, "variant": variant}
+        inputs = {
+            "seed_id": seed["seed_id"], "topic_id": item.topic_id, "topic_in_prompt": topic_in_prompt,
+            "format": item.format, "audience": item.audience, "language": item.language,
+            "style_index": style_index, "variant": item.variant,
+        }
         pid = prompt_id(template, inputs)
-        rows.append(
-            {
-                "prompt_id": pid,
-                "topic_id": topic["topic_id"],
-                "topic": topic["label"],
-                "format": fmt,
-                "audience": aud,
-                "language": lang,
-                "template": template.name,
-                "template_version": template.version,
-                "variant": variant,
-                # Per-row sampling seed: stable per prompt, varied by the spec's generation seed.
-                "seed": (int(pid[:8], 16) ^ spec.generation.seed) & 0x7FFFFFFF,
-                "prompt": render(env, template, variables),
-            }
-        )
+        rows.append({
+            "prompt_id": pid,
+            "seed_id": seed["seed_id"],
+            "seed_kind": seed["kind"],
+            "topic_id": item.topic_id,
+            "topic": topic["label"],
+            "topic_in_prompt": topic_in_prompt,
+            "format": item.format,
+            "audience": item.audience,
+            "language": item.language,
+            "template": template.name,
+            "template_version": template.version,
+            "style_index": style_index,
+            "variant": item.variant,
+            # Per-row sampling seed: stable per prompt, varied by the spec's generation seed.
+            "seed": (int(pid[:8], 16) ^ spec.generation.seed) & 0x7FFFFFFF,
+            "prompt": render(env, template, variables),
+        })
     uri = run.run_uri("prompts", "prompts.parquet")
     storage.write_parquet(uri, pa.Table.from_pylist(rows))
+    report = prompt_report(rows)
+    storage.write_json(run.run_uri("prompts", "diversity.json"), report)
     stats = {
         "prompts": len(rows),
         "templates": {t.name: {"version": t.version, "sha256": t.sha256} for t in templates.values()},
-        "by_format": _count(rows, "format"),
-        "by_audience": _count(rows, "audience"),
-        "by_language": _count(rows, "language"),
+        "topics_used": len(pools),
+        "near_duplicate_rate": report["near_duplicate_rate"],
+        "topic_in_prompt_share": report["topic_in_prompt_share"],
+        **{f"by_{k}": report["distribution"][k] for k in ("format", "audience", "language", "seed_kind")},
     }
-    return StageResult("prompts", {"prompts": uri}, stats).save(run)
+    return StageResult("prompts", {"prompts": uri, "diversity": run.run_uri("prompts", "diversity.json")}, stats).save(run)
 
 
-def _count(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in rows:
-        out[r[key]] = out.get(r[key], 0) + 1
-    return dict(sorted(out.items()))
+def preview(spec: CorpusSpec, n: int, run_id: str = "preview") -> list[dict[str, Any]]:
+    """Run seeds -> topics -> prompts into a throwaway in-memory store and return the first n prompts."""
+    import os
+
+    from .seeds import load_seeds
+    from .topics import extract_topics
+
+    old = os.environ.get("SYNTHCORPUS_STORAGE_URI")
+    os.environ["SYNTHCORPUS_STORAGE_URI"] = f"memory://synthcorpus-preview-{os.getpid()}"
+    try:
+        run = RunContext.create(spec, run_id)
+        seeds = load_seeds(run)
+        topics = extract_topics(run, seeds.outputs["seeds"])
+        prompts = build_prompts(run, seeds.outputs["seeds"], topics.outputs["topics"], topics.outputs["assignments"])
+        rows = storage.read_parquet(prompts.outputs["prompts"]).to_pylist()[:n]
+        storage.delete(run.corpus_uri)
+        return rows
+    finally:
+        if old is None:
+            os.environ.pop("SYNTHCORPUS_STORAGE_URI", None)
+        else:
+            os.environ["SYNTHCORPUS_STORAGE_URI"] = old

@@ -1,19 +1,61 @@
-"""Seed stage: read the curated outline (course -> units) named by the spec into a seeds table."""
+"""Seed stage: read the seed sources named by the spec into one seeds table.
+
+Sources (``spec.seeds``):
+
+* ``outline``: a curated YAML outline, subjects -> course -> units (:func:`read_outline`);
+* ``web_samples`` and ``instructions``: tables of texts (:class:`~synthcorpus.spec.SampleSource`) read by
+  :func:`read_source` from a Parquet file, a JSONL file, a local HF ``datasets`` directory written by
+  ``Dataset.save_to_disk`` or a directory of Parquet files; local paths or ``s3://`` URIs (fsspec).
+
+Sampling is deterministic: with ``sample_size`` set, rows are visited in a seeded random order (a lazy
+Fisher-Yates permutation, so only the visited rows become Python objects) until ``sample_size`` usable
+texts are found; usable = at least ``min_chars`` characters after whitespace normalization and not an
+exact duplicate of a text already kept. Only the text column of a Parquet file is read.
+
+Every bad input raises one :class:`SeedError` naming the file or URI, the spec field and what was expected.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
+import posixpath
+import random
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 import yaml
 
 from . import storage
 from .run import RunContext, StageResult
 
+if TYPE_CHECKING:
+    import fsspec
+    import pyarrow as pa
+
+    from .spec import SampleSource
+
+KINDS = ("outline", "web", "instruction")
+# Spec field under ``seeds`` -> the ``kind`` of its rows.
+SOURCE_KINDS = {"web_samples": "web", "instructions": "instruction"}
+SEED_COLUMNS = ("seed_id", "kind", "text", "subject", "course", "unit")
+FORMATS = ("parquet", "jsonl", "hf")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+HF_MARKERS = ("state.json", "dataset_info.json")
+
 
 class SeedError(ValueError):
     """A seed file is malformed; the message names the file, the field and what was expected."""
+
+
+# --------------------------------------------------------------------------------------------- outline
 
 
 def read_outline(path: Path) -> list[dict[str, str]]:
@@ -60,12 +102,442 @@ def _text(obj: dict[str, Any], key: str, file: str, where: str) -> str:
     return value.strip()
 
 
-def load_seeds(run: RunContext) -> StageResult:
+# ------------------------------------------------------------------------------------- sample sources
+
+
+def normalize_text(text: str) -> str:
+    """NFC, every run of whitespace (newlines included) collapsed to one space, stripped."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def seed_id(kind: str, text: str) -> str:
+    return hashlib.sha256(f"{kind}\x1f{text}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class SampleRead:
+    """The texts kept from one source, with what was read and why rows were dropped."""
+
+    path: str
+    format: str
+    texts: list[str] = dc_field(default_factory=list)
+    rows_read: int = 0  # rows in the source
+    examined: int = 0  # rows visited by the sampler (all rows when sample_size is null)
+    too_short: int = 0  # shorter than min_chars after normalization (nulls included)
+    duplicates: int = 0  # exact duplicates of a text already kept
+    files: int = 1
+    sha256: str | None = None  # local: file bytes; local directory: sorted file list + content hashes
+    etag: str | None = None  # s3 file: its ETag
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "format": self.format, "files": self.files, "sha256": self.sha256, "etag": self.etag,
+            "rows_read": self.rows_read, "examined": self.examined, "too_short": self.too_short,
+            "duplicates": self.duplicates, "kept": len(self.texts),
+        }
+
+
+def read_samples(source: SampleSource, uri: str, field: str) -> list[str]:
+    """The sampled, filtered, normalized, de-duplicated texts of a source (in source order).
+
+    ``uri`` is the resolved location (``CorpusSpec.resolve_uri(source.path)``: ``file://`` or ``s3://``,
+    a plain local path works too); ``field`` is the spec field for messages, e.g. ``seeds.web_samples``.
+    """
+    return read_source(source, uri, field).texts
+
+
+def read_source(source: SampleSource, uri: str, field: str) -> SampleRead:
+    """Like :func:`read_samples`, with the counts and the fingerprint of the source."""
+    loc = _Location.open(uri, field)
+    fmt = _resolve_format(loc, source.format, field)
+    if fmt == "jsonl":
+        column = _read_jsonl(loc, source.text_column, field)
+        files = 1
+    elif fmt == "hf":
+        column, files = _read_hf(loc, source.text_column, field)
+    elif loc.isdir:
+        column, files = _read_parquet_dir(loc, source.text_column, field)
+    else:
+        column = _read_parquet(loc, loc.path, source.text_column, field)
+        files = 1
+    result = SampleRead(path=uri, format=fmt if not (fmt == "parquet" and loc.isdir) else "parquet_dir", files=files)
+    result.sha256, result.etag = loc.fingerprint()
+    _select(column, source.sample_size, source.seed, source.min_chars, result)
+    if not result.texts:
+        raise SeedError(
+            f"{loc.display}: {field}.min_chars: expected at least one usable text (>= {source.min_chars} characters "
+            f"after whitespace normalization, not a duplicate); {result.rows_read} rows read, "
+            f"{result.too_short} too short or null, {result.duplicates} duplicates"
+        )
+    return result
+
+
+@dataclass
+class _Location:
+    uri: str
+    display: str  # what messages show: the local path, or the URI
+    fs: fsspec.AbstractFileSystem
+    path: str  # fs-native path
+    isdir: bool
+    local: bool
+
+    @classmethod
+    def open(cls, uri: str, field: str) -> _Location:
+        import fsspec
+
+        if uri.startswith("file://"):
+            # Path.as_uri() percent-encodes (spaces...); fsspec does not decode file:// URIs.
+            target, display = unquote(urlparse(uri).path), unquote(urlparse(uri).path)
+        else:
+            target, display = uri, uri
+        try:
+            fs, path = fsspec.core.url_to_fs(target)
+        except (ImportError, ValueError) as exc:
+            raise SeedError(f"{display}: {field}.path: expected a local path or an s3:// URI ({exc})") from None
+        protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+        local = "file" in protocol or "local" in protocol
+        try:
+            isdir = fs.isdir(path)
+            found = isdir or fs.isfile(path)
+        except (OSError, ValueError) as exc:
+            raise SeedError(f"{display}: {field}.path: expected a readable file or directory ({exc})") from None
+        if not found:
+            raise SeedError(f"{display}: {field}.path: expected an existing file or directory, not found")
+        return cls(uri=uri, display=display, fs=fs, path=path, isdir=isdir, local=local)
+
+    def child_display(self, path: str) -> str:
+        if self.local:
+            return path
+        proto = self.uri.split("://", 1)[0]
+        return f"{proto}://{path}"
+
+    def files(self) -> list[str]:
+        return sorted(self.fs.find(self.path))
+
+    def fingerprint(self) -> tuple[str | None, str | None]:
+        """(sha256, etag): sha256 of a local file or directory (file list + content hashes); an s3 file's ETag."""
+        try:
+            if self.local:
+                if not self.isdir:
+                    return _sha256_file(self.path), None
+                lines = [f"{posixpath.relpath(p, self.path)}\0{_sha256_file(p)}\n" for p in self.files()]
+                return hashlib.sha256("".join(lines).encode()).hexdigest(), None
+            if not self.isdir:
+                info = self.fs.info(self.path)
+                etag = info.get("ETag") or info.get("etag")
+                return None, etag.strip('"') if isinstance(etag, str) else None
+        except OSError:
+            pass
+        return None, None
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _resolve_format(loc: _Location, fmt: str, field: str) -> str:
+    if fmt not in ("auto", *FORMATS):
+        raise SeedError(f"{loc.display}: {field}.format: expected one of auto, parquet, jsonl, hf; got {fmt!r}")
+    if loc.isdir:
+        names = {posixpath.basename(p) for p in loc.fs.ls(loc.path, detail=False)}
+        if "dataset_dict.json" in names and not names & set(HF_MARKERS):
+            splits = sorted(n for n in names if n != "dataset_dict.json")
+            raise SeedError(
+                f"{loc.display}: {field}.path: expected one split of a DatasetDict (a directory with state.json), "
+                f"e.g. {posixpath.join(loc.display, splits[0]) if splits else loc.display + '/train'}; "
+                f"found splits {splits}"
+            )
+        is_hf = bool(names & set(HF_MARKERS))
+        if fmt == "jsonl":
+            raise SeedError(f"{loc.display}: {field}.format: expected a JSONL file for format 'jsonl', got a directory")
+        if fmt == "hf" or (fmt == "auto" and is_hf):
+            if not is_hf:
+                raise SeedError(
+                    f"{loc.display}: {field}.format: expected an HF datasets directory written by save_to_disk "
+                    f"(with state.json and dataset_info.json), found {sorted(names)[:10]}"
+                )
+            return "hf"
+        if not any(p.lower().endswith(PARQUET_SUFFIXES) for p in loc.files()):
+            raise SeedError(
+                f"{loc.display}: {field}.path: expected a directory of Parquet files (*.parquet) or an HF datasets "
+                f"directory (state.json), found {sorted(names)[:10]}"
+            )
+        return "parquet"
+    if fmt == "hf":
+        raise SeedError(f"{loc.display}: {field}.format: expected a directory for format 'hf' (save_to_disk), got a file")
+    if fmt != "auto":
+        return fmt
+    lower = loc.path.lower()
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if lower.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    raise SeedError(
+        f"{loc.display}: {field}.format: cannot tell the format from the name; expected a file ending in "
+        f"{', '.join(PARQUET_SUFFIXES + JSONL_SUFFIXES)}, a directory, or an explicit format: parquet | jsonl | hf"
+    )
+
+
+def _string_column(col: pa.ChunkedArray, where: str, field: str, text_column: str) -> pa.ChunkedArray:
     import pyarrow as pa
 
-    rows = read_outline(run.spec.outline_path)
+    t = col.type
+    if pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
+        col = col.cast(t.value_type)
+        t = col.type
+    ok = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+    ok = ok or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(t))
+    if not ok:
+        raise SeedError(f"{where}: {field}.text_column: expected column {text_column!r} to hold strings, got {t}")
+    return col.cast(pa.large_string())
+
+
+def _read_parquet(loc: _Location, path: str, text_column: str, field: str) -> pa.ChunkedArray:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    where = loc.child_display(path)
+    try:
+        with loc.fs.open(path, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            names = pf.schema_arrow.names
+            if text_column not in names:
+                raise SeedError(
+                    f"{where}: {field}.text_column: expected a column {text_column!r}, columns present: {names}"
+                )
+            col = pf.read(columns=[text_column]).column(text_column)
+    except SeedError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise SeedError(f"{where}: {field}.path: expected a readable Parquet file ({exc})") from None
+    return _string_column(col, where, field, text_column)
+
+
+def _read_parquet_dir(loc: _Location, text_column: str, field: str) -> tuple[pa.ChunkedArray, int]:
+    import pyarrow as pa
+
+    files = [p for p in loc.files() if p.lower().endswith(PARQUET_SUFFIXES)]
+    chunks = [_read_parquet(loc, p, text_column, field) for p in files]
+    return pa.chunked_array([c for chunk in chunks for c in chunk.chunks], type=pa.large_string()), len(files)
+
+
+def _read_hf(loc: _Location, text_column: str, field: str) -> tuple[pa.ChunkedArray, int]:
+    import pyarrow as pa
+
+    state_path = posixpath.join(loc.path, "state.json")
+    where = loc.child_display(state_path)
+    try:
+        with loc.fs.open(state_path, "rb") as fh:
+            state = json.load(fh)
+        data_files = [f["filename"] for f in state["_data_files"]]
+    except FileNotFoundError:
+        raise SeedError(f"{where}: {field}.path: expected the state.json written by Dataset.save_to_disk") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SeedError(f"{where}: {field}.path: expected a state.json listing _data_files ({exc!r})") from None
+    if not data_files:
+        raise SeedError(f"{where}: {field}.path: expected at least one data file in _data_files")
+    chunks: list[pa.Array] = []
+    for name in data_files:
+        path = posixpath.join(loc.path, name)
+        fwhere = loc.child_display(path)
+        try:
+            table = _read_arrow(loc, path)
+        except FileNotFoundError:
+            raise SeedError(f"{fwhere}: {field}.path: expected the data file listed in state.json, not found") from None
+        except (pa.ArrowException, OSError) as exc:
+            raise SeedError(f"{fwhere}: {field}.path: expected a readable Arrow file ({exc})") from None
+        if text_column not in table.column_names:
+            raise SeedError(
+                f"{fwhere}: {field}.text_column: expected a column {text_column!r}, columns present: {table.column_names}"
+            )
+        chunks.extend(_string_column(table.column(text_column), fwhere, field, text_column).chunks)
+    return pa.chunked_array(chunks, type=pa.large_string()), len(data_files)
+
+
+def _read_arrow(loc: _Location, path: str) -> pa.Table:
+    """An Arrow IPC file as written by ``datasets`` (stream format; file format accepted too)."""
+    import pyarrow as pa
+
+    if loc.local:
+        source: Any = pa.memory_map(path)  # zero copy: untouched columns are never loaded
+    else:
+        with loc.fs.open(path, "rb") as fh:
+            source = pa.BufferReader(fh.read())
+    try:
+        return pa.ipc.open_stream(source).read_all()
+    except pa.ArrowInvalid:
+        source.seek(0)
+        return pa.ipc.open_file(source).read_all()
+
+
+def _read_jsonl(loc: _Location, text_column: str, field: str) -> pa.ChunkedArray:
+    import pyarrow as pa
+
+    where = loc.display
+    try:
+        with loc.fs.open(loc.path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise SeedError(f"{where}: {field}.path: expected a readable JSONL file ({exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SeedError(f"{where}: {field}.path: expected UTF-8 text (invalid byte at offset {exc.start})") from None
+    values: list[str | None] = []
+    # Split on "\n" only: JSON strings may legally contain raw U+2028 and friends, which splitlines() breaks on.
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SeedError(
+                f"{where}: {field}.path: line {lineno}: expected one JSON object per line ({exc.msg}, column {exc.colno})"
+            ) from None
+        if not isinstance(obj, dict):
+            raise SeedError(
+                f"{where}: {field}.path: line {lineno}: expected a JSON object, got {type(obj).__name__}"
+            )
+        if text_column not in obj:
+            raise SeedError(
+                f"{where}: {field}.text_column: line {lineno}: expected a key {text_column!r}, keys present: "
+                f"{sorted(obj)}"
+            )
+        value = obj[text_column]
+        if value is not None and not isinstance(value, str):
+            raise SeedError(
+                f"{where}: {field}.text_column: line {lineno}: expected {text_column!r} to be a string, "
+                f"got {type(value).__name__} {_short(value)}"
+            )
+        values.append(value)
+    return pa.chunked_array([pa.array(values, type=pa.large_string())])
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _permutation(n: int, rng: random.Random) -> Iterator[int]:
+    """A uniformly random permutation of range(n), produced lazily (Fisher-Yates on a sparse dict)."""
+    swapped: dict[int, int] = {}
+    for i in range(n):
+        j = rng.randrange(i, n)
+        at_j = swapped.get(j, j)
+        swapped[j] = swapped.pop(i, i)
+        yield at_j
+
+
+def _select(column: pa.ChunkedArray, sample_size: int | None, seed: int, min_chars: int, out: SampleRead) -> None:
+    """Fill ``out.texts``: visit rows (all in order, or a seeded random order), keep usable ones."""
+    import pyarrow as pa
+
+    n = len(column)
+    out.rows_read = n
+    if sample_size is None:
+        order: Iterator[int] = iter(range(n))
+        target = n
+    else:
+        order = _permutation(n, random.Random(seed))
+        target = min(sample_size, n)
+    kept: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    while len(kept) < target:
+        # Batches a bit larger than what is still needed: few round trips, few wasted conversions.
+        size = 65536 if sample_size is None else min(65536, max(256, 2 * (target - len(kept))))
+        batch = list(itertools.islice(order, size))
+        if not batch:
+            break
+        values = column.take(pa.array(batch, type=pa.int64())).to_pylist()
+        for index, value in zip(batch, values):
+            if len(kept) >= target:
+                break
+            out.examined += 1
+            text = normalize_text(value) if value else ""
+            if len(text) < min_chars:
+                out.too_short += 1
+            elif text in seen:
+                out.duplicates += 1
+            else:
+                seen.add(text)
+                kept.append((index, text))
+    kept.sort()
+    out.texts = [text for _, text in kept]
+
+
+# ----------------------------------------------------------------------------------------------- stage
+
+
+def seeds_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("seed_id", pa.string(), nullable=False),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("subject", pa.string()),
+            pa.field("course", pa.string()),
+            pa.field("unit", pa.string()),
+        ]
+    )
+
+
+def _outline_rows(path: Path) -> list[dict[str, str | None]]:
+    rows = []
+    first: dict[str, str] = {}
+    for r in read_outline(path):
+        text = normalize_text(r["description"])
+        where = f"{r['subject']} / {r['course']} / {r['unit']}"
+        if text in first:
+            raise SeedError(
+                f"{path}: units.description: expected unique unit descriptions, {where!r} repeats the one of {first[text]!r}"
+            )
+        first[text] = where
+        rows.append(
+            {"seed_id": seed_id("outline", text), "kind": "outline", "text": text,
+             "subject": r["subject"], "course": r["course"], "unit": r["unit"]}
+        )
+    return rows
+
+
+def load_seeds(run: RunContext) -> StageResult:
+    """Read every configured seed source and write ``seeds/seeds.parquet`` (columns: SEED_COLUMNS)."""
+    import pyarrow as pa
+
+    spec = run.spec
+    rows: list[dict[str, str | None]] = []
+    sources: dict[str, dict[str, Any]] = {}
+    subjects = 0
+    if spec.outline_path is not None:
+        outline = _outline_rows(spec.outline_path)
+        rows.extend(outline)
+        subjects = len({r["subject"] for r in outline})
+        sources["outline"] = {
+            "path": str(spec.outline_path), "format": "outline", "sha256": _sha256_file(str(spec.outline_path)),
+            "rows_read": len(outline), "kept": len(outline),
+        }
+    for name, kind in SOURCE_KINDS.items():
+        source = getattr(spec.seeds, name)
+        if source is None:
+            continue
+        read = read_source(source, spec.resolve_uri(source.path), f"seeds.{name}")
+        rows.extend(
+            {"seed_id": seed_id(kind, t), "kind": kind, "text": t, "subject": None, "course": None, "unit": None}
+            for t in read.texts
+        )
+        sources[name] = read.stats()
     uri = run.run_uri("seeds", "seeds.parquet")
-    storage.write_parquet(uri, pa.Table.from_pylist(rows))
-    sha = hashlib.sha256(run.spec.outline_path.read_bytes()).hexdigest()
-    stats = {"seeds": len(rows), "subjects": len({r["subject"] for r in rows}), "outline_sha256": sha}
+    storage.write_parquet(uri, pa.Table.from_pylist(rows, schema=seeds_schema()))
+    stats = {
+        "seeds": len(rows),
+        "by_kind": {k: sum(r["kind"] == k for r in rows) for k in KINDS},
+        "subjects": subjects,
+        "sources": sources,
+    }
     return StageResult("seeds", {"seeds": uri}, stats).save(run)

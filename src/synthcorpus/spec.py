@@ -18,15 +18,22 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-FORMATS = ("textbook", "blog_post", "story")
-AUDIENCES = ("young_children", "high_school_students", "college_students")
-LANGUAGES = ("en",)
+FORMATS = ("textbook", "blog_post", "wikihow", "story", "dialogue", "technical")
+AUDIENCES = ("young_children", "high_school_students", "college_students", "professionals", "general_public")
+LANGUAGES = ("en", "fr", "de", "es", "it")
 ENGINES = ("llamacpp",)
 BUNDLED_MODEL = "smollm2-135m-instruct"
 
-Format = Literal["textbook", "blog_post", "story"]
-Audience = Literal["young_children", "high_school_students", "college_students"]
-Language = Literal["en"]
+Format = Literal["textbook", "blog_post", "wikihow", "story", "dialogue", "technical"]
+Audience = Literal["young_children", "high_school_students", "college_students", "professionals", "general_public"]
+Language = Literal["en", "fr", "de", "es", "it"]
+
+# Clusters whose label or keywords match one of these (case-insensitive, at the start of a word) are
+# dropped, whatever their score.
+DEFAULT_TOPIC_DENY = (
+    "adult", "porn", "sex", "gossip", "celebrit", "rumour", "rumor", "obituar", "funeral", "condolence",
+    "gambling", "casino", "betting", "jackpot", "dating", "advertis", "coupon", "spam", "horoscope", "lottery",
+)
 
 STORAGE_ENV = "SYNTHCORPUS_STORAGE_URI"
 
@@ -35,16 +42,59 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SampleSource(_Strict):
+    """A table of texts: Parquet file, JSONL file, a local HF ``datasets`` directory (save_to_disk) or a
+    directory of Parquet files; a local path (relative to the spec file) or an ``s3://`` URI."""
+
+    path: str
+    format: Literal["auto", "parquet", "jsonl", "hf"] = "auto"
+    text_column: str = "text"
+    sample_size: int | None = Field(default=None, ge=1, description="sample this many rows (null = all)")
+    seed: int = Field(default=0, description="seed of the sample")
+    min_chars: int = Field(default=20, ge=1, description="skip texts shorter than this")
+
+
 class SeedsSpec(_Strict):
-    outline: Path = Field(description="YAML outline: list of subjects, each with units (relative to the spec file)")
+    outline: Path | None = Field(default=None, description="YAML outline: subjects -> course -> units")
+    web_samples: SampleSource | None = Field(default=None, description="web extracts to cluster into topics")
+    instructions: SampleSource | None = Field(default=None, description="instruction-style seeds for stories")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SeedsSpec:
+        if self.outline is None and self.web_samples is None and self.instructions is None:
+            raise ValueError("expected at least one seed source: outline, web_samples or instructions")
+        return self
+
+
+class TopicsSpec(_Strict):
+    n_clusters: int | Literal["auto"] = Field(default="auto", description="clusters of web samples, or 'auto'")
+    max_clusters: int = Field(default=40, ge=2, description="upper bound when n_clusters is 'auto'")
+    label_samples: int = Field(default=10, ge=1, le=50, description="extracts shown to the labeler per cluster")
+    label_retries: int = Field(default=2, ge=0, le=10, description="retries of a malformed label reply")
+    label_max_tokens: int = Field(default=48, ge=8, le=512)
+    labeler: Literal["engine", "keywords"] = Field(default="engine", description="'keywords' = c-TF-IDF only, no LLM")
+    min_score: float = Field(default=3.0, ge=0, le=10, description="drop clusters scored below this (0-10)")
+    deny: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPIC_DENY), description="label substrings to drop")
+    embed_batch_size: int = Field(default=64, ge=1, description="texts per embedding batch (bounds peak memory)")
+    seed: int = 0
+
+    @field_validator("n_clusters", mode="before")
+    @classmethod
+    def _k(cls, value: Any) -> Any:
+        # One clear message instead of one per branch of the int | 'auto' union.
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 2):
+            return value
+        raise ValueError(f"expected an integer >= 2 or 'auto', got {value!r}")
 
 
 class PromptsSpec(_Strict):
     formats: list[Format] = Field(min_length=1)
     audiences: list[Audience] = Field(min_length=1)
     languages: list[Language] = Field(default=["en"], min_length=1)
-    template_dir: Path = Field(default=Path("../prompts"), description="directory of *.j2 templates")
+    template_dir: Path = Field(default=Path("../prompts"), description="directory with <language>/<format>.j2")
     seed: int = Field(default=0, description="seed of the sampling plan")
+    topic_probability: float = Field(default=0.5, ge=0.0, le=1.0, description="share of prompts that name the topic")
+    extract_max_tokens: int = Field(default=200, ge=16, description="seed extract budget (word/punctuation tokens)")
 
     @field_validator("formats", "audiences", "languages")
     @classmethod
@@ -75,6 +125,9 @@ class QualitySpec(_Strict):
     refusal_phrases: list[str] = Field(default_factory=list, description="extra refusal/meta phrases to drop")
     min_documents: int = Field(default=1, ge=0, description="gate: minimum documents surviving all filters")
     max_filtered_share: float = Field(default=0.5, ge=0.0, le=1.0, description="gate: maximum share of rows removed")
+    max_opening_share: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="gate: max share of documents sharing one first-8-word opening"
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> QualitySpec:
@@ -105,6 +158,7 @@ class CorpusSpec(_Strict):
     schedule: str | None = Field(default=None, description="cron expression or preset like @weekly; null = manual")
     documents: int = Field(ge=1, le=100_000_000, description="number of prompts to generate")
     seeds: SeedsSpec
+    topics: TopicsSpec = TopicsSpec()
     prompts: PromptsSpec
     generation: GenerationSpec = GenerationSpec()
     quality: QualitySpec = QualitySpec()
@@ -122,8 +176,14 @@ class CorpusSpec(_Strict):
         return path if path.is_absolute() else (self.spec_dir / path).resolve()
 
     @property
-    def outline_path(self) -> Path:
-        return self.resolve(self.seeds.outline)
+    def outline_path(self) -> Path | None:
+        return self.resolve(self.seeds.outline) if self.seeds.outline is not None else None
+
+    def resolve_uri(self, path: str) -> str:
+        """A source path as a URI: s3:// (and other schemes) as given, local paths resolved to file://."""
+        if "://" in path:
+            return path
+        return self.resolve(Path(path)).as_uri()
 
     @property
     def template_dir(self) -> Path:
@@ -206,15 +266,24 @@ def parse_spec(data: Any, file: str = "<spec>", source_path: Path | None = None)
 
 def _check_files(spec: CorpusSpec, file: str) -> list[SpecProblem]:
     problems = []
-    if not spec.outline_path.is_file():
+    if spec.outline_path is not None and not spec.outline_path.is_file():
         problems.append(SpecProblem(file, "seeds.outline", f"expected an existing YAML file, {spec.outline_path} not found"))
+    for name in ("web_samples", "instructions"):
+        source = getattr(spec.seeds, name)
+        if source is not None and "://" not in source.path and not spec.resolve(Path(source.path)).exists():
+            problems.append(
+                SpecProblem(file, f"seeds.{name}.path", f"expected an existing file or directory, {spec.resolve(Path(source.path))} not found")
+            )
     tdir = spec.template_dir
     if not tdir.is_dir():
         problems.append(SpecProblem(file, "prompts.template_dir", f"expected a directory of templates, {tdir} not found"))
     else:
-        for i, fmt in enumerate(spec.prompts.formats):
-            if not (tdir / f"{fmt}.j2").is_file():
-                problems.append(SpecProblem(file, f"prompts.formats[{i}]", f"expected a template {tdir / (fmt + '.j2')}"))
+        for lang in spec.prompts.languages:
+            for i, fmt in enumerate(spec.prompts.formats):
+                if not (tdir / lang / f"{fmt}.j2").is_file():
+                    problems.append(
+                        SpecProblem(file, f"prompts.formats[{i}]", f"expected a template {tdir / lang / (fmt + '.j2')}")
+                    )
     model = spec.generation.model
     if model != BUNDLED_MODEL and not spec.resolve(Path(model)).is_file():
         problems.append(

@@ -13,6 +13,7 @@ import os
 import posixpath
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 import fsspec
 
@@ -26,6 +27,8 @@ def join(base: str, *parts: str) -> str:
 
 
 def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    if uri.startswith("file://"):
+        uri = unquote(uri)  # Path.as_uri() percent-encodes spaces; fsspec does not decode them
     try:
         return fsspec.core.url_to_fs(uri)
     except (ImportError, ValueError) as exc:

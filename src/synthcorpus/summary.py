@@ -13,6 +13,16 @@ def _pct(n: float, d: float) -> str:
     return f"{100 * n / d:.1f}%" if d else "n/a"
 
 
+def _diversity_line(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "diversity   n/a"
+    o = d["openings"]
+    top = o["top"][0] if o["top"] else {"opening": "", "share": 0}
+    p = d.get("prompts") or {}
+    return (f"diversity   {o['distinct_openings']}/{o['documents']} distinct openings, top {top['share']:.1%} "
+            f"\"{top['opening'][:40]}\"; prompt near-dup rate {p.get('near_duplicate_rate', 0):.1%}")
+
+
 def format_summary(lineage: dict[str, Any], where: str | None) -> str:
     c = lineage["counts"]
     gate = lineage.get("gate") or {}
@@ -24,12 +34,13 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
         f"corpus      {lineage['corpus']}   run {lineage['run_id']}",
         f"published   {where or 'NOTHING (gate failed)'}",
         f"model       {model.get('model')} [{model.get('engine')}] {model.get('model_file')} sha256 {str(model.get('model_sha256'))[:12]}",
-        f"prompts     {c.get('prompts')} from {c.get('topics')} topics ({c.get('seeds')} seeds)",
+        f"prompts     {c.get('prompts')} from {c.get('topics_kept')} kept topics of {c.get('topics')} ({c.get('seeds')} seeds)",
         f"generated   {generated} docs, {c.get('completion_tokens')} completion tokens + {c.get('prompt_tokens')} prompt tokens "
         f"in {c.get('generation_wall_s')}s",
         f"filters     pass {c.get('after_filters')}/{generated} ({_pct(c.get('after_filters') or 0, generated)}); removed: "
         + (", ".join(f"{k}={v}" for k, v in removed.items() if v) or "none"),
         f"dedup       {c.get('after_dedup')} docs after exact dedup",
+        _diversity_line(lineage.get("diversity")),
         f"gate        {'PASSED' if gate.get('passed') else 'FAILED'}: {gc.get('successful')}/{gc.get('evaluated')} expectations"
         + (f"; data docs {gate.get('data_docs')}" if gate.get("data_docs") else ""),
     ]

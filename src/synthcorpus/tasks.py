@@ -45,10 +45,11 @@ def topics(spec_path: str, run_id: str, seeds_uri: str) -> dict[str, Any]:
     return extract_topics(open_run(spec_path, run_id), seeds_uri).to_dict()
 
 
-def prompts(spec_path: str, run_id: str, topics_uri: str) -> dict[str, Any]:
+def prompts(spec_path: str, run_id: str, seeds_uri: str, topics_result: dict[str, Any]) -> dict[str, Any]:
     from .prompts import build_prompts
 
-    return build_prompts(open_run(spec_path, run_id), topics_uri).to_dict()
+    out = topics_result["outputs"]
+    return build_prompts(open_run(spec_path, run_id), seeds_uri, out["topics"], out["assignments"]).to_dict()
 
 
 def plan(spec_path: str, run_id: str, prompts_uri: str) -> list[dict[str, Any]]:

@@ -106,3 +106,40 @@ def test_failing_gate_fails_the_dag_run_and_publishes_nothing(airflow_env):
     report = json.loads((corpus / "runs" / "e2e-fail" / "gate" / "report.json").read_text())
     assert report["passed"] is False
     assert (corpus / "runs" / "e2e-fail" / "gate" / "data_docs" / "index.html").is_file()
+
+
+def test_demo_spec_with_web_and_instruction_seeds(airflow_env):
+    """The shipped demo spec (outline + clustered web samples + instructions), shrunk to run quickly."""
+    import yaml
+
+    base, corpora, env = airflow_env
+    demo = yaml.safe_load((ROOT / "include" / "corpora" / "demo.yaml").read_text())
+    demo.update(name="demo_small", documents=12)
+    for key in ("web_samples", "instructions"):
+        demo["seeds"][key]["path"] = str(ROOT / "include" / "seeds" / Path(demo["seeds"][key]["path"]).name)
+    demo["seeds"]["outline"] = str(ROOT / "include" / "seeds" / "demo_outline.yaml")
+    demo["seeds"]["web_samples"]["sample_size"] = 120
+    demo["prompts"]["template_dir"] = str(ROOT / "include" / "prompts")
+    demo["topics"].update(max_clusters=8, label_samples=3)
+    demo["generation"].update(max_tokens=48, shard_size=6)
+    demo["quality"].update(min_words=5, drop_truncated=False, min_documents=1, max_filtered_share=0.9, max_opening_share=1.0)
+    (corpora / "demo_small.yaml").write_text(yaml.safe_dump(demo))
+    res = dags_test(env, "synthcorpus_demo_small", "e2e-web")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+
+    run = base / "storage" / "demo_small" / "runs" / "e2e-web"
+    topics = pq.read_table(run / "topics" / "topics.parquet").to_pylist()
+    kinds = Counter(t["kind"] for t in topics)
+    assert kinds["outline"] == 12 and kinds["instruction"] == 1 and 2 <= kinds["web"] <= 8
+    assert all(t["label"] for t in topics)
+    assignments = pq.read_table(run / "topics" / "assignments.parquet")
+    seeds = pq.read_table(run / "seeds" / "seeds.parquet")
+    assert sorted(assignments.column("seed_id").to_pylist()) == sorted(seeds.column("seed_id").to_pylist())
+    prompts = pq.read_table(run / "prompts" / "prompts.parquet").to_pylist()
+    assert len(prompts) == 12 and len({p["prompt_id"] for p in prompts}) == 12
+    assert Counter(p["format"] for p in prompts).keys() == {"textbook", "blog_post", "wikihow", "story", "dialogue", "technical"}
+    diversity = json.loads((run / "diversity.json").read_text())
+    assert diversity["prompts"]["prompts"] == 12
+    assert diversity["openings"]["documents"] == json.loads((run / "lineage.json").read_text())["counts"]["after_dedup"]
+    published = pq.read_table(base / "storage" / "demo_small" / "versions" / "e2e-web" / "data")
+    assert {"seed_id", "seed_kind", "topic_in_prompt", "style_index"} <= set(published.column_names)

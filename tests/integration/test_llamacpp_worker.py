@@ -55,7 +55,7 @@ def test_worker_entrypoint_processes_one_shard(tmp_path, storage_uri):
     spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=3, **{"generation.max_tokens": 24, "generation.shard_size": 3})))
     seeds = tasks.seeds(spec_path, "w1")
     topics = tasks.topics(spec_path, "w1", seeds["outputs"]["seeds"])
-    prompts = tasks.prompts(spec_path, "w1", topics["outputs"]["topics"])
+    prompts = tasks.prompts(spec_path, "w1", seeds["outputs"]["seeds"], topics)
     (shard,) = tasks.plan(spec_path, "w1", prompts["outputs"]["prompts"])
     cmd = [sys.executable, "-m", "synthcorpus.worker", "generate", "--input", shard["input"], "--output", shard["output"]]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -24,7 +24,7 @@ def run_all(spec_path, run_id, engine):
     """Same order as synthcorpus.pipeline.run_pipeline, with the engine injected."""
     seeds = tasks.seeds(spec_path, run_id)
     topics = tasks.topics(spec_path, run_id, seeds["outputs"]["seeds"])
-    prompts = tasks.prompts(spec_path, run_id, topics["outputs"]["topics"])
+    prompts = tasks.prompts(spec_path, run_id, seeds["outputs"]["seeds"], topics)
     shards = tasks.plan(spec_path, run_id, prompts["outputs"]["prompts"])
     for shard in shards:
         generate_shard(shard["input"], shard["output"], engine=engine)
@@ -63,7 +63,7 @@ def test_publish_layout_manifest_card_and_lineage(spec_path):
     assert lineage["counts"]["generated"] == 10 and lineage["counts"]["after_dedup"] == 10
     assert lineage["spec"]["sha256"] == load_spec(spec_path).spec_hash()
     assert lineage["gate"]["passed"] is True
-    assert set(lineage["templates"]) == {"textbook", "blog_post", "story"}
+    assert set(lineage["templates"]) == {"en/textbook", "en/blog_post", "en/story"}
     assert lineage["model"]["model"] == "fake-model"
     latest = storage.read_json(run.latest_uri)
     assert latest["version"] == run.version and latest["rows"] == 10

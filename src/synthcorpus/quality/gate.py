@@ -32,6 +32,7 @@ class GateThresholds:
     max_filtered_share: float
     min_words: int
     max_words: int
+    max_opening_share: float | None = None  # None: not checked
 
 
 @dataclass
@@ -109,6 +110,11 @@ def _build_suites(gx: Any, t: GateThresholds, suite_name: str) -> dict[str, tupl
              f"between 0 and {t.max_filtered_share:g}"),
         ],
     }
+    if t.max_opening_share is not None:
+        plan["run_metrics"].append(
+            (E.ExpectColumnValuesToBeBetween(column="max_opening_share", min_value=0, max_value=t.max_opening_share),
+             f"between 0 and {t.max_opening_share:g}")
+        )
     suites = {}
     for batch, items in plan.items():
         suite = gx.ExpectationSuite(name=f"{suite_name}.{batch}")
