@@ -7,6 +7,13 @@ import hashlib
 from synthcorpus.engines import Completion, Engine, SamplingParams
 
 
+VOCAB = (
+    "the people who live near the river often walk along its banks in the morning and they say that the water "
+    "has changed over many years because farms and towns have grown while the forest became smaller and the "
+    "children of the village learn about birds fish plants and the weather from their teachers and parents"
+).split()
+
+
 class FakeEngine(Engine):
     """Deterministic text per (prompt, seed); counts calls so tests can see what was (re)generated."""
 
@@ -19,8 +26,10 @@ class FakeEngine(Engine):
     def generate(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
         self.calls.append(prompt)
         key = "same" if self.same_text else f"{prompt}|{seed}"
-        h = hashlib.sha256(key.encode()).hexdigest()
-        text = " ".join(f"w{h[i % 60:i % 60 + 4]}{i}" for i in range(self.words)) + "."
+        h = hashlib.sha256(key.encode()).digest()
+        # English words (language id must see English), in an order unique to the prompt and seed.
+        words = [VOCAB[(h[i % 32] + i * 7 + h[(i * 5) % 32]) % len(VOCAB)] for i in range(self.words)]
+        text = " ".join(words).capitalize() + "."
         return Completion(text, self.finish_reason, len(prompt.split()), self.words, 0.001)
 
     def model_info(self) -> dict:

@@ -1,59 +1,100 @@
 """Shard planning and per-shard generation (what ``python -m synthcorpus.worker generate`` runs).
 
 A plan shard is a self-describing Parquet file: its rows are prompts, its schema metadata carries the
-generation config, so a worker (in-process task or Kubernetes pod) needs nothing but the two URIs.
+generation and validation config, so a worker (in-process task or Kubernetes pod) needs nothing but the
+two URIs.
+
+Generation of one shard is resumable and exactly-once:
+- finished rows are appended to checkpoint parts ``<output>.parts/part-00000.parquet`` (each an atomic
+  write) every ``checkpoint_rows`` rows or ``checkpoint_seconds`` seconds;
+- a restarted worker reads the parts, skips their prompt ids and continues;
+- at the end the parts are assembled into the output shard (atomic), then its commit marker is written.
+Killing the worker at any moment loses at most the rows generated since the last part, and duplicates
+nothing. Rows that fail validation (empty, truncated, refusal, too short, wrong language, engine error) are
+regenerated with a new seed up to ``max_attempts``; rows that still fail are kept with ``status=failed``
+so that the output holds every prompt id exactly once and nothing is silently lost.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from . import storage
-from .engines import Engine, EngineError, SamplingParams, load_engine
+from .engines import Completion, Engine, EngineError, Request, SamplingParams, load_engine
 from .run import RunContext, StageResult
 
 log = logging.getLogger(__name__)
 META_KEY = b"synthcorpus.generation"
+LOAD_SHARE_WARNING = 0.05
 
 
 def plan_shards(run: RunContext, prompts_uri: str) -> StageResult:
-    """Split the prompt set into shards of ``generation.shard_size`` prompts."""
+    """Split the prompt set into shards sized so that generation time dwarfs model load time."""
+    spec = run.spec
+    gen = spec.generation
     prompts = storage.read_parquet(prompts_uri)
-    gen = run.spec.generation
-    config = {**run.spec.canonical()["generation"], "base_dir": str(run.spec.spec_dir), "run_id": run.run_id}
+    n = prompts.num_rows
+    rows = gen.shard_size if gen.target_tokens_per_shard is None else max(1, gen.target_tokens_per_shard // gen.max_tokens)
+    if gen.max_shards is not None and math.ceil(n / rows) > gen.max_shards:
+        rows = math.ceil(n / gen.max_shards)
+    config = {
+        **spec.canonical()["generation"],
+        "quality": spec.canonical()["quality"],
+        "base_dir": str(spec.spec_dir),
+        "run_id": run.run_id,
+    }
     meta = {META_KEY: json.dumps(config).encode()}
     shards = []
-    for index, start in enumerate(range(0, prompts.num_rows, gen.shard_size)):
-        part = prompts.slice(start, gen.shard_size)
+    for index, start in enumerate(range(0, n, rows)):
+        part = prompts.slice(start, rows)
         part = part.replace_schema_metadata({**(part.schema.metadata or {}), **meta})
         name = f"shard-{index:05d}.parquet"
         in_uri = run.run_uri("plan", name)
         storage.write_parquet(in_uri, part)
         shards.append({"index": index, "input": in_uri, "output": run.run_uri("generate", name), "rows": part.num_rows})
-    stats = {"shards": len(shards), "prompts": prompts.num_rows, "shard_size": gen.shard_size}
+    # Upper bound: every row runs to max_tokens; real runs stop earlier, so the true load share is higher.
+    gen_s = rows * gen.max_tokens / gen.expected_tokens_per_s
+    load_share = gen.expected_load_s / (gen.expected_load_s + gen_s) if gen_s else 1.0
+    stats = {
+        "shards": len(shards),
+        "prompts": n,
+        "rows_per_shard": rows,
+        "expected_load_s": gen.expected_load_s,
+        "expected_generation_s_per_shard": round(gen_s, 1),
+        "expected_load_share": round(load_share, 4),
+    }
+    if load_share > LOAD_SHARE_WARNING:
+        log.warning(
+            "plan: model load would be %.1f%% of each shard's time (%.0fs load vs %.0fs generation); "
+            "raise generation.target_tokens_per_shard or shard_size", 100 * load_share, gen.expected_load_s, gen_s,
+        )
+    log.info("plan: %d shards of <= %d prompts; expected load/generation share %.1f%%", len(shards), rows, 100 * load_share)
     return StageResult("plan", {"shards": shards}, stats).save(run)
 
 
 class Progress:
     """Logs rows done, rate and ETA at most every ``every_s`` seconds (and at the end)."""
 
-    def __init__(self, label: str, total: int, every_s: float = 5.0):
+    def __init__(self, label: str, total: int, done: int = 0, every_s: float = 5.0):
         self.label, self.total, self.every_s = label, total, every_s
-        self.done = self.tokens = 0
+        self.done = self.start_done = done
+        self.tokens = 0
         self.started = self._last = time.perf_counter()
 
-    def update(self, tokens: int) -> None:
-        self.done += 1
+    def update(self, rows: int, tokens: int) -> None:
+        self.done += rows
         self.tokens += tokens
         now = time.perf_counter()
-        if now - self._last >= self.every_s or self.done == self.total:
+        if now - self._last >= self.every_s or self.done >= self.total:
             self._last = now
             elapsed = max(now - self.started, 1e-9)
-            rate = self.done / elapsed
+            rate = (self.done - self.start_done) / elapsed
             eta = (self.total - self.done) / rate if rate else float("inf")
             log.info(
                 "%s: %d/%d rows, %.2f rows/s, %.1f tok/s, ETA %.0fs",
@@ -61,8 +102,43 @@ class Progress:
             )
 
 
+def _attempt_seed(seed: int, attempt: int) -> int:
+    if attempt == 1:
+        return int(seed)
+    return int.from_bytes(hashlib.sha256(f"{seed}:{attempt}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def parts_uri(output_uri: str) -> str:
+    return output_uri + ".parts"
+
+
+def _read_parts(output_uri: str) -> tuple[list[Any], int]:
+    """Committed checkpoint parts of a shard and the next part number."""
+    uris = [u for u in storage.list_files(parts_uri(output_uri)) if u.endswith(".parquet")]
+    tables = [storage.read_parquet(u) for u in uris]
+    numbers = [int(u.rsplit("part-", 1)[1].split(".")[0]) for u in uris]
+    return tables, (max(numbers) + 1 if numbers else 0)
+
+
+class _Validator:
+    def __init__(self, cfg: dict[str, Any]):
+        from .quality.filters import DEFAULT_REFUSAL_PHRASES
+        from .spec import QualitySpec
+
+        self.quality = QualitySpec.model_validate(cfg["quality"]) if cfg.get("quality") else QualitySpec()
+        self.phrases = DEFAULT_REFUSAL_PHRASES + tuple(p.lower() for p in self.quality.refusal_phrases)
+
+    def reason(self, row: dict[str, Any], result: Completion | EngineError) -> str | None:
+        from .quality.filters import reject_reason
+
+        if isinstance(result, EngineError):
+            return "engine_error"
+        return reject_reason({"text": result.text, "finish_reason": result.finish_reason, "language": row.get("language")},
+                             self.quality, self.phrases)
+
+
 def generate_shard(input_uri: str, output_uri: str, engine: Engine | None = None) -> dict[str, Any]:
-    """Generate every prompt of one plan shard; commit the output shard atomically.
+    """Generate every prompt of one plan shard, resuming from checkpoints; commit the output atomically.
 
     Re-running for a committed output returns its stats without loading the model.
     """
@@ -72,54 +148,134 @@ def generate_shard(input_uri: str, output_uri: str, engine: Engine | None = None
     if done is not None:
         log.info("%s is committed already (%s rows): skipping", output_uri, done.get("rows"))
         return {**done, "skipped": True}
+    started = time.perf_counter()
     table = storage.read_parquet(input_uri)
     raw = (table.schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise EngineError(f"{input_uri}: expected a plan shard with '{META_KEY.decode()}' schema metadata")
     cfg = json.loads(raw)
     params = SamplingParams.from_config(cfg)
+    max_attempts = int(cfg.get("max_attempts", 1))
+    every_rows = int(cfg.get("checkpoint_rows", 25))
+    every_s = float(cfg.get("checkpoint_seconds", 60.0))
+    validator = _Validator(cfg)
+
+    parts, next_part = _read_parts(output_uri)
+    finished_ids = {pid for t in parts for pid in t.column("prompt_id").to_pylist()}
+    rows = table.to_pylist()
+    pending = [r for r in rows if r["prompt_id"] not in finished_ids]
+    label = output_uri.rsplit("/", 1)[-1]
+    if finished_ids:
+        log.info("%s: resuming: %d of %d rows finished in %d checkpoint parts", label, len(finished_ids), len(rows), len(parts))
+
     own_engine = engine is None
-    engine = engine or load_engine(cfg)
+    load_started = time.perf_counter()
+    engine = engine if engine is not None else (load_engine(cfg) if pending else None)
+    load_s = time.perf_counter() - load_started if own_engine and pending else 0.0
+    info = engine.model_info() if engine is not None else None
+    batch = max(1, int(getattr(engine, "preferred_batch", 1) or 1))
+    progress = Progress(label, len(rows), done=len(finished_ids))
+    buffer: list[dict[str, Any]] = []
+    last_flush = time.perf_counter()
+    session_tokens = 0
+
+    def flush() -> None:
+        nonlocal next_part, last_flush, buffer
+        if buffer:
+            storage.write_parquet(storage.join(parts_uri(output_uri), f"part-{next_part:05d}.parquet"),
+                                  pa.Table.from_pylist(buffer))
+            parts.append(pa.Table.from_pylist(buffer))
+            next_part += 1
+            buffer = []
+        last_flush = time.perf_counter()
+
     try:
-        info = engine.model_info()
-        rows = table.to_pylist()
-        progress = Progress(output_uri.rsplit("/", 1)[-1], len(rows))
-        started = time.perf_counter()
-        out = []
-        for row in rows:
-            try:
-                c = engine.generate(row["prompt"], params, int(row["seed"]))
-            except EngineError as exc:
-                raise EngineError(f"{input_uri}: prompt {row['prompt_id']}: {exc}") from exc
-            out.append(
-                {
+        queue = deque((row, 1, [], 0, 0) for row in pending)  # row, attempt, reasons, prompt/completion tokens so far
+        while queue:
+            items = [queue.popleft() for _ in range(min(batch, len(queue)))]
+            requests = [Request(r["prompt"], _attempt_seed(r["seed"], a)) for r, a, *_ in items]
+            gen_started = time.perf_counter()
+            results = engine.generate_batch(requests, params)
+            gen_s = time.perf_counter() - gen_started
+            for (row, attempt, reasons, p_tok, c_tok), req, result in zip(items, requests, results):
+                ok = isinstance(result, Completion)
+                p_tok += result.prompt_tokens if ok else 0
+                c_tok += result.completion_tokens if ok else 0
+                session_tokens += result.completion_tokens if ok else 0
+                reason = validator.reason(row, result)
+                if reason is not None and attempt < max_attempts:
+                    queue.append((row, attempt + 1, [*reasons, reason], p_tok, c_tok))
+                    continue
+                buffer.append({
                     **row,
-                    "text": c.text.strip(),
-                    "finish_reason": c.finish_reason,
-                    "prompt_tokens": c.prompt_tokens,
-                    "completion_tokens": c.completion_tokens,
-                    "latency_s": round(c.latency_s, 4),
+                    "text": result.text.strip() if ok else "",
+                    "finish_reason": result.finish_reason if ok else "error",
+                    "prompt_tokens": result.prompt_tokens if ok else 0,
+                    "completion_tokens": result.completion_tokens if ok else 0,
+                    "total_prompt_tokens": p_tok,
+                    "total_completion_tokens": c_tok,
+                    "latency_s": round(result.latency_s if ok else gen_s / len(items), 4),
+                    "attempts": attempt,
+                    "attempt_reasons": [*reasons, reason] if reason else reasons,
+                    "status": "ok" if reason is None else "failed",
+                    "error": None if ok else str(result)[:500],
+                    "generation_seed": req.seed,
                     "model": info["model"],
                     "run_id": cfg["run_id"],
-                }
-            )
-            progress.update(c.completion_tokens)
-        wall = time.perf_counter() - started
+                })
+                progress.update(1, result.completion_tokens if ok else 0)
+            if len(buffer) >= every_rows or time.perf_counter() - last_flush >= every_s:
+                flush()
+        flush()
     finally:
-        if own_engine:
+        if own_engine and engine is not None:
             engine.close()
-    completion_tokens = sum(r["completion_tokens"] for r in out)
-    stats = {
-        "rows": len(out),
-        "prompt_tokens": sum(r["prompt_tokens"] for r in out),
-        "completion_tokens": completion_tokens,
-        "wall_s": round(wall, 3),
-        "tokens_per_s": round(completion_tokens / wall, 2) if wall > 0 else None,
-        "finish_reasons": dict(Counter(r["finish_reason"] for r in out)),
+
+    combined = pa.concat_tables(parts, promote_options="default") if parts else table.slice(0, 0)
+    out = _exactly_once(combined, [r["prompt_id"] for r in rows], output_uri)
+    wall = time.perf_counter() - started
+    stats = shard_stats(out.to_pylist(), cfg, wall_s=wall, load_s=load_s, info=info)
+    storage.commit(output_uri, out, stats)
+    storage.delete(parts_uri(output_uri))  # the committed shard supersedes its checkpoints
+    log.info("%s committed: %d rows (%d failed), %d completion tokens in %.1fs",
+             output_uri, out.num_rows, stats["failed"], stats["completion_tokens"], wall)
+    return stats
+
+
+def _exactly_once(table: Any, prompt_ids: list[str], output_uri: str) -> Any:
+    """Rows in plan order, one per prompt id; anything else is a bug worth stopping for."""
+    import pyarrow as pa
+
+    first: dict[str, int] = {}
+    for i, pid in enumerate(table.column("prompt_id").to_pylist() if table.num_rows else []):
+        first.setdefault(pid, i)
+    missing = [p for p in prompt_ids if p not in first]
+    if missing:
+        raise EngineError(f"{output_uri}: {len(missing)} prompt ids missing after generation, e.g. {missing[:3]}")
+    return table.take(pa.array([first[p] for p in prompt_ids], pa.int64()))
+
+
+def shard_stats(rows: list[dict[str, Any]], cfg: dict[str, Any], *, wall_s: float, load_s: float, info: dict | None) -> dict[str, Any]:
+    """Per-shard accounting: tokens (all attempts), throughput, wall and GPU time, estimated cost."""
+    gpus = int(cfg.get("kubernetes", {}).get("gpus_per_pod", 0)) if cfg.get("runner") == "kubernetes" else 0
+    completion = sum(r.get("total_completion_tokens", r["completion_tokens"]) for r in rows)
+    gpu_seconds = gpus * wall_s
+    return {
+        "rows": len(rows),
+        "ok": sum(r.get("status", "ok") == "ok" for r in rows),
+        "failed": sum(r.get("status") == "failed" for r in rows),
+        "regenerated": sum(r.get("attempts", 1) > 1 for r in rows),
+        "attempt_reasons": dict(Counter(reason for r in rows for reason in r.get("attempt_reasons") or [])),
+        "prompt_tokens": sum(r.get("total_prompt_tokens", r["prompt_tokens"]) for r in rows),
+        "completion_tokens": completion,
+        "kept_completion_tokens": sum(r["completion_tokens"] for r in rows if r.get("status", "ok") == "ok"),
+        "wall_s": round(wall_s, 3),
+        "load_s": round(load_s, 3),
+        "tokens_per_s": round(completion / wall_s, 2) if wall_s > 0 else None,
+        "gpus": gpus,
+        "gpu_seconds": round(gpu_seconds, 1),
+        "cost_usd": round(gpu_seconds / 3600 * float(cfg.get("cost_per_gpu_hour", 0.0)), 4),
+        "finish_reasons": dict(Counter(r["finish_reason"] for r in rows)),
         "model": info,
         "sampling": {k: cfg[k] for k in ("max_tokens", "temperature", "top_p", "repeat_penalty", "seed")},
     }
-    result = pa.Table.from_pylist(out) if out else table.slice(0, 0)
-    storage.commit(output_uri, result, stats)
-    log.info("%s committed: %d rows, %d completion tokens in %.1fs", output_uri, len(out), completion_tokens, wall)
-    return stats

@@ -50,7 +50,7 @@ def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any
     for m in filtered:
         for k, v in m.get("reasons", {}).items():
             reasons[k] = reasons.get(k, 0) + v
-    models = {m["model"]["model_sha256"]: m["model"] for m in generated if "model" in m}
+    models = {(m["model"]["model"], m["model"].get("model_sha256")): m["model"] for m in generated if m.get("model")}
     spec = run.spec
     return {
         "corpus": spec.name,
@@ -77,6 +77,11 @@ def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any
             "prompt_tokens": sum(m.get("prompt_tokens", 0) for m in generated),
             "completion_tokens": sum(m.get("completion_tokens", 0) for m in generated),
             "generation_wall_s": round(sum(m.get("wall_s", 0.0) for m in generated), 3),
+            "model_load_s": round(sum(m.get("load_s", 0.0) for m in generated), 3),
+            "regenerated": sum(m.get("regenerated", 0) for m in generated),
+            "generation_failed": sum(m.get("failed", 0) for m in generated),
+            "gpu_seconds": round(sum(m.get("gpu_seconds", 0.0) for m in generated), 1),
+            "cost_usd": round(sum(m.get("cost_usd", 0.0) for m in generated), 4),
         },
         "gate": gate,
         "provenance_columns": list(PROVENANCE_COLUMNS),

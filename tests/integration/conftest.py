@@ -42,7 +42,9 @@ def seaweedfs(tmp_path_factory):
     master, volume, filer, s3 = _ports(4)
     proc = subprocess.Popen(
         [str(weed), "server", f"-dir={data}", "-s3", f"-s3.port={s3}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}"],
+         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+         # Every bucket is a collection that grows its own volumes: allow many small ones.
+         "-volume.max=100", "-master.volumeSizeLimitMB=64"],
         stdout=open(data / "weed.log", "wb"), stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{s3}"

@@ -32,6 +32,13 @@ def test_each_rule():
     assert reason("Lorem ipsum dolor sit amet, consectetur adipiscing elit.") == "refusal"
 
 
+def test_wrong_language_and_generation_failed():
+    french = "Les abeilles transportent le pollen de fleur en fleur pour que les plantes puissent faire des graines."
+    assert reject_reason({"text": french, "finish_reason": "stop", "language": "en"}, Q, PHRASES) == "wrong_language"
+    assert reject_reason({"text": french, "finish_reason": "stop", "language": "fr"}, Q, PHRASES) is None
+    assert reject_reason({"text": GOOD, "finish_reason": "stop", "language": "en"}, Q, PHRASES) is None
+
+
 def test_refusal_words_late_in_a_story_are_dialogue_not_refusal():
     story = GOOD + " " + " ".join(["buzz"] * 0) + "x " * 100 + '"I\'m sorry, but I cannot stay," said the bee.'
     q = QualitySpec(min_words=5, max_words=500)
@@ -56,7 +63,8 @@ def test_filter_shard_counts_reasons_and_keeps_removed_rows(storage_uri):
     run = RunContext.create(spec, "r")
     uri = _shard(run, "shard-00000.parquet", [GOOD, "short one", "As an AI, I cannot help with bees and flowers at all.", ""])
     result = filter_shard(run, uri)
-    assert result.stats["reasons"] == {"empty": 1, "truncated": 0, "too_short": 1, "too_long": 0, "refusal": 1}
+    assert result.stats["reasons"] == {"empty": 1, "truncated": 0, "too_short": 1, "too_long": 0, "refusal": 1,
+                                       "wrong_language": 0, "generation_failed": 0}
     kept = storage.read_parquet(result.outputs["kept"]).to_pylist()
     removed = storage.read_parquet(result.outputs["removed"]).to_pylist()
     assert [r["text"] for r in kept] == [GOOD]

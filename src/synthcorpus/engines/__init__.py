@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Completion, Engine, EngineError, SamplingParams
+from .base import Completion, Engine, EngineError, Request, SamplingParams
 
-__all__ = ["Completion", "Engine", "EngineError", "SamplingParams", "load_engine"]
+__all__ = ["Completion", "Engine", "EngineError", "Request", "SamplingParams", "load_engine"]
 
 
 def load_engine(cfg: dict[str, Any]) -> Engine:
@@ -18,4 +18,12 @@ def load_engine(cfg: dict[str, Any]) -> Engine:
         return LlamaCppEngine(
             model=cfg["model"], n_ctx=int(cfg.get("n_ctx", 2048)), threads=cfg.get("threads"), base_dir=cfg.get("base_dir")
         )
-    raise EngineError(f"generation.engine: expected one of 'llamacpp', got {name!r}")
+    if name == "openai":
+        from .openai_engine import OpenAIEngine
+
+        return OpenAIEngine.from_config(cfg)
+    if name == "vllm":
+        from .vllm_engine import VLLMEngine
+
+        return VLLMEngine.from_config(cfg)
+    raise EngineError(f"generation.engine: expected one of 'llamacpp', 'vllm', 'openai', got {name!r}")

@@ -6,7 +6,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,28 @@ class EngineError(RuntimeError):
     """The engine failed or replied with something unusable; the message says which prompt and why."""
 
 
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    seed: int
+
+
 class Engine(ABC):
     name: str
 
     @abstractmethod
     def generate(self, prompt: str, params: SamplingParams, seed: int) -> Completion: ...
+
+    def generate_batch(self, requests: Sequence[Request], params: SamplingParams) -> list[Completion | EngineError]:
+        """One result per request, in order; a failed request yields its EngineError instead of raising,
+        so one bad row never throws away a batch. Engines that batch or run concurrently override this."""
+        out: list[Completion | EngineError] = []
+        for r in requests:
+            try:
+                out.append(self.generate(r.prompt, params, r.seed))
+            except EngineError as exc:
+                out.append(exc)
+        return out
 
     @abstractmethod
     def model_info(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ DEFAULT_REFUSAL_PHRASES = (
     "here is a textbook",
 )
 OPENING_CHARS = 200
-REASONS = ("empty", "truncated", "too_short", "too_long", "refusal")
+REASONS = ("empty", "truncated", "too_short", "too_long", "refusal", "wrong_language", "generation_failed")
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _NON_WORD = re.compile(r"[^\w\s]", re.UNICODE)
@@ -72,6 +72,11 @@ def reject_reason(row: dict[str, Any], quality: QualitySpec, phrases: tuple[str,
     opening = text[:OPENING_CHARS].lower()
     if any(p in opening for p in phrases):
         return "refusal"
+    if row.get("language"):
+        from .langid import is_wrong_language
+
+        if is_wrong_language(text, row["language"])[0]:
+            return "wrong_language"
     return None
 
 
@@ -89,7 +94,9 @@ def filter_shard(run: RunContext, generated_uri: str) -> StageResult:
     kept, removed = [], []
     reasons: Counter[str] = Counter()
     for row in rows:
-        reason = reject_reason(row, quality, phrases)
+        # Rows the generator gave up on (after max_attempts) are kept in its output so that every prompt id
+        # appears exactly once; here they leave the corpus with their own reason.
+        reason = "generation_failed" if row.get("status") == "failed" else reject_reason(row, quality, phrases)
         text = row.get("text") or ""
         row = {**row, "n_words": word_count(text), "n_chars": len(text), "text_hash": text_hash(text)}
         if reason is None:
