@@ -71,8 +71,15 @@ def topic_extraction() -> None:
     topics_bench.topic_extraction()
 
 
+def openai_concurrency() -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import openai_bench
+
+    openai_bench.openai_concurrency()
+
+
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    wanted = sys.argv[1:] or ["worker_overhead", "topic_extraction"]
+    wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "topic_extraction"]
     for name in wanted:
         globals()[name]()

@@ -77,7 +77,8 @@ def dataset_card(run: RunContext, manifest: dict[str, Any], lineage: dict[str, A
         f"| removed by filters | {json.dumps(counts.get('filtered_out'))} |",
         f"| after exact dedup | {counts.get('after_dedup')} |",
         f"| completion tokens | {counts.get('completion_tokens')} |",
-        f"| model | {model.get('model')} ({model.get('model_file')}, sha256 {str(model.get('model_sha256'))[:12]}…) |",
+        f"| model | {model.get('model')} ({model.get('engine')}"
+        + (f", {model.get('model_file')}, sha256 {str(model.get('model_sha256'))[:12]}…) |" if model.get("model_sha256") else ") |"),
         f"| formats | {', '.join(spec.prompts.formats)} |",
         f"| audiences | {', '.join(spec.prompts.audiences)} |",
         f"| quality gate | {'passed' if gate.get('passed') else 'FAILED'} "

@@ -33,10 +33,12 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
     lines = [
         f"corpus      {lineage['corpus']}   run {lineage['run_id']}",
         f"published   {where or 'NOTHING (gate failed)'}",
-        f"model       {model.get('model')} [{model.get('engine')}] {model.get('model_file')} sha256 {str(model.get('model_sha256'))[:12]}",
+        f"model       {model.get('model')} [{model.get('engine')}] "
+        + (f"{model.get('model_file')} sha256 {str(model.get('model_sha256'))[:12]}" if model.get("model_sha256") else str(model.get("base_url") or "")),
         f"prompts     {c.get('prompts')} from {c.get('topics_kept')} kept topics of {c.get('topics')} ({c.get('seeds')} seeds)",
         f"generated   {generated} docs, {c.get('completion_tokens')} completion tokens + {c.get('prompt_tokens')} prompt tokens "
-        f"in {c.get('generation_wall_s')}s",
+        f"in {c.get('generation_wall_s')}s (model load {c.get('model_load_s')}s); regenerated {c.get('regenerated')}, "
+        f"gave up on {c.get('generation_failed')}; {c.get('gpu_seconds')} GPU-s, ~${c.get('cost_usd')}",
         f"filters     pass {c.get('after_filters')}/{generated} ({_pct(c.get('after_filters') or 0, generated)}); removed: "
         + (", ".join(f"{k}={v}" for k, v in removed.items() if v) or "none"),
         f"dedup       {c.get('after_dedup')} docs after exact dedup",

@@ -143,3 +143,32 @@ def test_demo_spec_with_web_and_instruction_seeds(airflow_env):
     assert diversity["openings"]["documents"] == json.loads((run / "lineage.json").read_text())["counts"]["after_dedup"]
     published = pq.read_table(base / "storage" / "demo_small" / "versions" / "e2e-web" / "data")
     assert {"seed_id", "seed_kind", "topic_in_prompt", "style_index"} <= set(published.column_names)
+
+
+def test_openai_engine_against_local_llamacpp_server(airflow_env, tmp_path):
+    """The DAG with generation.engine 'openai' pointed (through an Airflow connection) at a real
+    OpenAI-compatible server: llama-cpp-python's, serving the bundled model."""
+    from tests.integration.test_openai_server import free_port, start_server, stop_server
+
+    base, corpora, env = airflow_env
+    port = free_port()
+    server = start_server(port, tmp_path / "server.log")
+    try:
+        write_spec(corpora, tiny_spec_dict(name="remote", documents=6, **{
+            "generation.engine": "openai", "generation.model": "smollm2-135m-instruct",
+            "generation.max_tokens": 40, "generation.shard_size": 3,
+            "generation.openai": {"conn_id": "llm_local", "concurrency": 2, "timeout_s": 60, "max_retries": 2},
+        }))
+        env = {**env, "AIRFLOW_CONN_LLM_LOCAL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": "sk-e2e-secret-value"}
+        res = dags_test(env, "synthcorpus_remote", "e2e-openai")
+        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+        assert "sk-e2e-secret-value" not in res.stdout + res.stderr
+    finally:
+        stop_server(server)
+    version = base / "storage" / "remote" / "versions" / "e2e-openai"
+    lineage = json.loads((version / "lineage.json").read_text())
+    assert lineage["model"]["engine"] == "openai"
+    assert lineage["model"]["base_url"] == f"http://127.0.0.1:{port}/v1"
+    assert lineage["counts"]["generated"] == 6 and lineage["counts"]["completion_tokens"] > 0
+    rows = pq.read_table(version / "data").to_pylist()
+    assert rows and all(r["model"] == "smollm2-135m-instruct" for r in rows)
