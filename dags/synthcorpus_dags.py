@@ -94,8 +94,32 @@ def build_dag(spec: CorpusSpec):
 
         seeded = seeds()
         shards = plan_shards(prompts(seeded, topics(seeded)))
-        generated = generate.expand(shard=shards)
-        filtered = filter_shard.expand(generated=generated)
+        if spec.generation.runner == "kubernetes":
+            # One GPU pod per shard, running the same worker entrypoint in the generator image.
+            # Imported only for specs that use it: the provider pulls in the Kubernetes client.
+            from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+            from synthcorpus.kubernetes import pod_static_kwargs
+
+            @task
+            def pod_kwargs(shard_list: list[dict], params=None, run_id=None) -> list[dict]:
+                # Runs on the Airflow worker: run id and storage URI are read at run time; JSON for XCom.
+                from synthcorpus.kubernetes import pod_shard_kwargs
+                from synthcorpus.spec import load_spec
+
+                return [pod_shard_kwargs(load_spec(spec_path), s, _run_id(params, run_id)) for s in shard_list]
+
+            generated = KubernetesPodOperator.partial(
+                task_id="generate",
+                map_index_template="shard-{{ task.labels['synthcorpus.io/shard'] }}",
+                **pod_static_kwargs(spec),
+            ).expand_kwargs(pod_kwargs(shards))
+            # Pods return no XCom; each output shard and its stats are committed to storage.
+            filtered = filter_shard.expand(generated=shards)
+            generated >> filtered
+        else:
+            generated = generate.expand(shard=shards)
+            filtered = filter_shard.expand(generated=generated)
         summary(publish(quality_gate(dedup(filtered))))
 
     return corpus()

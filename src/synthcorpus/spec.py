@@ -122,6 +122,7 @@ class VLLMSpec(_Strict):
     max_model_len: int | None = Field(default=None, ge=256)
     enable_prefix_caching: bool = True
     dtype: str = "auto"
+    batch_size: int = Field(default=256, ge=1, description="prompts per LLM.chat call (one checkpoint unit)")
 
 
 class KubernetesSpec(_Strict):
@@ -140,6 +141,15 @@ class KubernetesSpec(_Strict):
     secrets: list[str] = Field(default_factory=list, description="Kubernetes Secret names exposed as env (envFrom)")
     startup_timeout_s: int = Field(default=900, ge=30)
     deferrable: bool = True
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        from .kubernetes import is_quantity  # a regex; nothing heavy at parse time
+
+        if not is_quantity(value):
+            raise ValueError(f"expected a Kubernetes quantity like '8', '500m', '64Gi' or '512M', got {value!r}")
+        return value
 
 
 class GenerationSpec(_Strict):

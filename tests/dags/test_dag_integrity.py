@@ -73,3 +73,15 @@ def test_duplicate_corpus_names_are_reported(tmp_path):
     assert list(result["dags"]) == ["synthcorpus_same"]
     (message,) = result["errors"].values()
     assert "b.yaml: name: expected a unique corpus name" in message
+
+
+def test_kubernetes_runner_maps_one_pod_per_shard(tmp_path):
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    write_spec(corpora, tiny_spec_dict(name="gpu", **{
+        "generation.engine": "vllm", "generation.runner": "kubernetes", "generation.model": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+        "generation.kubernetes": {"gpus_per_pod": 1, "secrets": ["hf-token"]}}))
+    result = parse_dags(tmp_path, corpora)
+    assert result["errors"] == {}
+    tasks = result["dags"]["synthcorpus_gpu"]["tasks"]
+    assert "pod_kwargs" in tasks and "generate" in tasks and "filter_shard" in tasks
