@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from . import storage
 from .engines import Engine, EngineError, SamplingParams, load_engine
+from .prompts import Template, TemplateError, environment, load_template, render
 from .run import RunContext, StageResult
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ EPOCHS = 2  # partial_fit passes over the spilled embeddings
 # Letters only, 3+ characters: no numbers, no "x1", no single letters.
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]{3,}\b"
 
-_VERSION = re.compile(r"^\{#-?\s*version:\s*(\S+)\s*-?#\}")
 
 
 class TopicError(ValueError):
@@ -427,44 +427,19 @@ def parse_label_reply(text: str) -> tuple[str, float] | None:
     return label, round(score, 2)
 
 
-@dataclass(frozen=True)
-class LabelTemplate:
-    path: Path
-    version: str
-    sha256: str
-
-
-def load_label_template(template_dir: Path) -> LabelTemplate:
-    path = Path(template_dir) / LABEL_TEMPLATE
+def load_label_template(template_dir: Path) -> Template:
+    """The cluster-labelling template, loaded like every prompt template (version header, sha256)."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise TopicError(f"{path}: expected the topic label template (prompts.template_dir/{LABEL_TEMPLATE})") from None
-    m = _VERSION.match(raw.decode("utf-8"))
-    if not m:
-        raise TopicError(f"{path}: line 1: expected a version header like '{{#- version: 1 -#}}'")
-    return LabelTemplate(path, m.group(1), hashlib.sha256(raw).hexdigest())
+        return load_template(Path(template_dir), LABEL_TEMPLATE.removesuffix(".j2"))
+    except TemplateError as exc:
+        raise TopicError(str(exc)) from None
 
 
-def render_label_prompt(template: LabelTemplate, extracts: Sequence[str]) -> str:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template.path.parent)),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=False,
-    )
+def render_label_prompt(template: Template, extracts: Sequence[str]) -> str:
     try:
-        text = env.get_template(template.path.name).render(extracts=list(extracts))
-    except jinja2.TemplateSyntaxError as exc:
-        raise TopicError(f"{template.path}: line {exc.lineno}: expected valid Jinja ({exc.message})") from None
-    except (jinja2.UndefinedError, KeyError) as exc:
-        raise TopicError(f"{template.path}: rendering failed, {exc} (variables given: ['extracts'])") from None
-    text = text.strip()
-    if not text:
-        raise TopicError(f"{template.path}: expected a non-empty prompt, template rendered to nothing")
-    return text
+        return render(environment(template.path.parent), template, {"extracts": list(extracts)})
+    except TemplateError as exc:
+        raise TopicError(str(exc)) from None
 
 
 def truncate_words(text: str, words: int = EXTRACT_WORDS) -> str:
