@@ -142,15 +142,6 @@ class KubernetesSpec(_Strict):
     startup_timeout_s: int = Field(default=900, ge=30)
     deferrable: bool = True
 
-    @field_validator("cpu", "memory")
-    @classmethod
-    def _quantity(cls, value: str) -> str:
-        from .kubernetes import is_quantity  # a regex; nothing heavy at parse time
-
-        if not is_quantity(value):
-            raise ValueError(f"expected a Kubernetes quantity like '8', '500m', '64Gi' or '512M', got {value!r}")
-        return value
-
 
 class GenerationSpec(_Strict):
     engine: Literal["llamacpp", "vllm", "openai"] = "llamacpp"
@@ -328,10 +319,21 @@ def parse_spec(data: Any, file: str = "<spec>", source_path: Path | None = None)
         spec = CorpusSpec.model_validate({**data, "source_path": source_path})
     except ValidationError as exc:
         raise SpecError([SpecProblem(file, _loc(e["loc"]), _describe(e)) for e in exc.errors()]) from None
-    problems = _check_files(spec, file)
+    problems = _check_files(spec, file) + _check_kubernetes(spec, file)
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def _check_kubernetes(spec: CorpusSpec, file: str) -> list[SpecProblem]:
+    """What the API server would refuse when the pod is created (names, quantities, tolerations), caught at
+    load time: a bad value must not break DAG parsing for every corpus."""
+    from .kubernetes import kubernetes_problems  # regexes only
+
+    return [
+        SpecProblem(file, f"generation.kubernetes.{field}", expected)
+        for field, expected in kubernetes_problems(spec.generation.kubernetes)
+    ]
 
 
 def _check_files(spec: CorpusSpec, file: str) -> list[SpecProblem]:

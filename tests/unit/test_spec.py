@@ -42,6 +42,7 @@ BAD_SPECS = [
     ({"topics.n_clusters": "many"}, "topics.n_clusters", "expected an integer >= 2 or 'auto', got 'many'"),
     ({"topics.min_score": 11}, "topics.min_score", "less than or equal to 10"),
     ({"generation.kubernetes": {"memory": "lots"}}, "generation.kubernetes.memory", "expected a Kubernetes quantity"),
+    ({"generation.kubernetes": {"namespace": "GPU_Pool"}}, "generation.kubernetes.namespace", "expected a DNS-1123 label"),
     ({"generation.runner": "kubernetes"}, "generation", "expected engine 'vllm' or 'openai' for GPU pods"),
     ({"generation.openai": {"concurrency": 0}}, "generation.openai.concurrency", "greater than or equal to 1"),
     ({"prompts.formats": []}, "prompts.formats", "at least 1 item"),
