@@ -79,8 +79,12 @@ def build_dag(spec: CorpusSpec):
             return tasks.dedup(spec_path, _run_id(params, run_id), list(filtered))
 
         @task
-        def quality_gate(dedup_result: dict, params=None, run_id=None) -> dict:
-            return tasks.gate(spec_path, _run_id(params, run_id), dedup_result["outputs"]["documents"])
+        def decontaminate(dedup_result: dict, params=None, run_id=None) -> dict:
+            return tasks.decontaminate(spec_path, _run_id(params, run_id), dedup_result["outputs"]["documents"])
+
+        @task
+        def quality_gate(clean_result: dict, params=None, run_id=None) -> dict:
+            return tasks.gate(spec_path, _run_id(params, run_id), clean_result["outputs"]["documents"])
 
         @task(outlets=[Asset(name=f"synthcorpus_{spec.name}", uri=f"synthcorpus://{spec.name}/latest")])
         def publish(gate_result: dict, params=None, run_id=None) -> dict:
@@ -120,7 +124,7 @@ def build_dag(spec: CorpusSpec):
         else:
             generated = generate.expand(shard=shards)
             filtered = filter_shard.expand(generated=generated)
-        summary(publish(quality_gate(dedup(filtered))))
+        summary(publish(quality_gate(decontaminate(dedup(filtered)))))
 
     return corpus()
 

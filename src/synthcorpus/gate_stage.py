@@ -20,11 +20,15 @@ log = logging.getLogger(__name__)
 def run_metrics(run: RunContext, documents: int, openings: dict[str, Any]) -> dict[str, Any]:
     markers = [storage.read_json(u) for u in storage.list_files(run.run_uri("filter")) if u.endswith(".commit.json")]
     generated = sum(m.get("input", 0) for m in markers)
+    decontam_uri = run.run_uri("decontam", "_stage.json")
+    decontam = storage.read_json(decontam_uri)["stats"] if storage.exists(decontam_uri) else {}
     return {
         "generated": generated,
         "documents": documents,
         "filtered_share": round(1 - documents / generated, 6) if generated else 1.0,
         "max_opening_share": openings["max_opening_share"],
+        "contaminated": decontam.get("removed", 0),
+        "canaries_missed": len(decontam.get("canaries_missed", [])),
     }
 
 
@@ -53,6 +57,7 @@ def quality_gate(run: RunContext, document_uris: list[str]) -> StageResult:
     thresholds = GateThresholds(
         min_documents=q.min_documents, max_filtered_share=q.max_filtered_share, min_words=q.min_words,
         max_words=q.max_words, max_opening_share=q.max_opening_share,
+        check_canaries=bool(q.decontamination and q.decontamination.canaries),
     )
     with tempfile.TemporaryDirectory(prefix="synthcorpus-gx-") as tmp:
         report = run_quality_gate(docs, metrics, thresholds, Path(tmp), suite_name=f"{run.spec.name}_release")
@@ -62,7 +67,8 @@ def quality_gate(run: RunContext, document_uris: list[str]) -> StageResult:
                 if path.is_file():
                     storage.write_bytes(storage.join(docs_uri, str(path.relative_to(report.data_docs_dir))), path.read_bytes())
     storage.write_json(run.run_uri("gate", "validation.json"), report.validation)
-    summary = {**report.to_dict(), "metrics": metrics, "data_docs": storage.join(docs_uri, "index.html")}
+    summary = {**report.to_dict(), "metrics": metrics, "data_docs": storage.join(docs_uri, "index.html"),
+               "documents": list(document_uris)}
     storage.write_json(run.run_uri("gate", "report.json"), summary)
     log.info("quality gate %s\n%s", "PASSED" if report.passed else "FAILED", report.table())
     if not report.passed:

@@ -64,6 +64,7 @@ def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any
         "templates": prompts.get("stats", {}).get("templates", {}),
         "seeds": _stage(run, "seeds").get("stats", {}),
         "topics": _stage(run, "topics").get("stats", {}),
+        "decontamination": _stage(run, "decontam").get("stats", {}),
         "diversity": storage.read_json(run.run_uri("diversity.json")) if storage.exists(run.run_uri("diversity.json")) else None,
         "counts": {
             "seeds": _stage(run, "seeds").get("stats", {}).get("seeds"),
@@ -74,6 +75,7 @@ def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any
             "filtered_out": reasons,
             "after_filters": sum(m.get("kept", 0) for m in filtered),
             "after_dedup": _stage(run, "dedup").get("stats", {}).get("kept"),
+            "contaminated": _stage(run, "decontam").get("stats", {}).get("removed", 0),
             "prompt_tokens": sum(m.get("prompt_tokens", 0) for m in generated),
             "completion_tokens": sum(m.get("completion_tokens", 0) for m in generated),
             "generation_wall_s": round(sum(m.get("wall_s", 0.0) for m in generated), 3),

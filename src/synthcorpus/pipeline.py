@@ -16,5 +16,6 @@ def run_pipeline(spec_path: str, run_id: str) -> dict[str, Any]:
     generated = [tasks.generate(shard) for shard in shards]
     filtered = [tasks.filter_shard(spec_path, run_id, g["output"])["outputs"]["kept"] for g in generated]
     dedup = tasks.dedup(spec_path, run_id, filtered)
-    tasks.gate(spec_path, run_id, dedup["outputs"]["documents"])
+    clean = tasks.decontaminate(spec_path, run_id, dedup["outputs"]["documents"])
+    tasks.gate(spec_path, run_id, clean["outputs"]["documents"])
     return tasks.publish(spec_path, run_id)

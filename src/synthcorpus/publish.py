@@ -76,6 +76,7 @@ def dataset_card(run: RunContext, manifest: dict[str, Any], lineage: dict[str, A
         f"| generated | {counts.get('generated')} |",
         f"| removed by filters | {json.dumps(counts.get('filtered_out'))} |",
         f"| after exact dedup | {counts.get('after_dedup')} |",
+        f"| removed as benchmark contamination | {counts.get('contaminated')} |",
         f"| completion tokens | {counts.get('completion_tokens')} |",
         f"| model | {model.get('model')} ({model.get('engine')}"
         + (f", {model.get('model_file')}, sha256 {str(model.get('model_sha256'))[:12]}…) |" if model.get("model_sha256") else ") |"),
@@ -117,13 +118,13 @@ def publish(run: RunContext) -> StageResult:
             return StageResult("publish", {"version": run.version_uri(), "manifest": manifest_uri, "latest": run.latest_uri},
                                {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version, "skipped": True})
     else:
-        dedup = storage.read_json(run.run_uri("dedup", "_stage.json"))
-        tables = [storage.read_parquet(u) for u in dedup["outputs"]["documents"]]
+        # Exactly the documents the gate validated.
+        tables = [storage.read_parquet(u) for u in gate["documents"]]
         tables = [t for t in tables if t.num_rows]
         docs = pa.concat_tables(tables, promote_options="default") if tables else None
         n = docs.num_rows if docs is not None else 0
         if n == 0:
-            raise PublishError(f"{run.run_uri('dedup')}: expected at least one document to publish, found none")
+            raise PublishError(f"{gate_uri}: expected at least one gated document to publish, found none")
         docs = docs.select([c for c in PUBLISHED_COLUMNS if c in docs.column_names])
         per_file = run.spec.publish.rows_per_file
         n_files = -(-n // per_file)

@@ -179,6 +179,26 @@ class GenerationSpec(_Strict):
         return self
 
 
+class DecontamReference(_Strict):
+    """A benchmark reference set (Parquet / JSONL / HF dataset dir, local or s3://)."""
+
+    name: str | None = Field(default=None, description="benchmark name (default: file name)")
+    path: str
+    format: Literal["auto", "parquet", "jsonl", "hf"] = "auto"
+    text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+    id_column: str | None = None
+    benchmark_column: str | None = Field(default=None, description="split one file into one set per value")
+
+
+class DecontamSpec(_Strict):
+    references: list[DecontamReference] = Field(min_length=1)
+    ngram: int = Field(default=10, ge=3, le=50)
+    threshold: float = Field(default=0.5, ge=0.0, lt=1.0, description="matched words / benchmark item words")
+    canaries: str | None = Field(
+        default=None, description="JSONL of known-contaminated docs {id, text} planted before the check; all must be caught"
+    )
+
+
 class QualitySpec(_Strict):
     min_words: int = Field(default=50, ge=1)
     max_words: int = Field(default=5000, ge=1)
@@ -189,6 +209,7 @@ class QualitySpec(_Strict):
     max_opening_share: float | None = Field(
         default=None, gt=0.0, le=1.0, description="gate: max share of documents sharing one first-8-word opening"
     )
+    decontamination: DecontamSpec | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> QualitySpec:
@@ -340,12 +361,16 @@ def _check_files(spec: CorpusSpec, file: str) -> list[SpecProblem]:
     problems = []
     if spec.outline_path is not None and not spec.outline_path.is_file():
         problems.append(SpecProblem(file, "seeds.outline", f"expected an existing YAML file, {spec.outline_path} not found"))
-    for name in ("web_samples", "instructions"):
-        source = getattr(spec.seeds, name)
-        if source is not None and "://" not in source.path and not spec.resolve(Path(source.path)).exists():
-            problems.append(
-                SpecProblem(file, f"seeds.{name}.path", f"expected an existing file or directory, {spec.resolve(Path(source.path))} not found")
-            )
+    local_paths = [(f"seeds.{name}.path", getattr(spec.seeds, name).path)
+                   for name in ("web_samples", "instructions") if getattr(spec.seeds, name) is not None]
+    decontam = spec.quality.decontamination
+    if decontam is not None:
+        local_paths += [(f"quality.decontamination.references[{i}].path", r.path) for i, r in enumerate(decontam.references)]
+        if decontam.canaries:
+            local_paths.append(("quality.decontamination.canaries", decontam.canaries))
+    for field, path in local_paths:
+        if "://" not in path and not spec.resolve(Path(path)).exists():
+            problems.append(SpecProblem(file, field, f"expected an existing file or directory, {spec.resolve(Path(path))} not found"))
     tdir = spec.template_dir
     if not tdir.is_dir():
         problems.append(SpecProblem(file, "prompts.template_dir", f"expected a directory of templates, {tdir} not found"))

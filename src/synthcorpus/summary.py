@@ -13,6 +13,14 @@ def _pct(n: float, d: float) -> str:
     return f"{100 * n / d:.1f}%" if d else "n/a"
 
 
+def _decontam_line(d: dict[str, Any] | None) -> str:
+    if not d or d.get("skipped"):
+        return "decontam    not configured"
+    hits = ", ".join(f"{b}: {v['removed_docs']} docs/{v['unique_items_hit']} items" for b, v in d["benchmarks"].items())
+    return (f"decontam    removed {d['removed']} of {d['input']} ({hits}); canaries caught "
+            f"{d['canaries_caught']}/{d['canaries_planted']}")
+
+
 def _diversity_line(d: dict[str, Any] | None) -> str:
     if not d:
         return "diversity   n/a"
@@ -42,6 +50,7 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
         f"filters     pass {c.get('after_filters')}/{generated} ({_pct(c.get('after_filters') or 0, generated)}); removed: "
         + (", ".join(f"{k}={v}" for k, v in removed.items() if v) or "none"),
         f"dedup       {c.get('after_dedup')} docs after exact dedup",
+        _decontam_line(lineage.get("decontamination")),
         _diversity_line(lineage.get("diversity")),
         f"gate        {'PASSED' if gate.get('passed') else 'FAILED'}: {gc.get('successful')}/{gc.get('evaluated')} expectations"
         + (f"; data docs {gate.get('data_docs')}" if gate.get("data_docs") else ""),

@@ -78,6 +78,12 @@ def dedup(spec_path: str, run_id: str, filtered_uris: list[str]) -> dict[str, An
     return dedup_exact(open_run(spec_path, run_id), filtered_uris).to_dict()
 
 
+def decontaminate(spec_path: str, run_id: str, document_uris: list[str]) -> dict[str, Any]:
+    from .quality.decontam import decontaminate as stage
+
+    return stage(open_run(spec_path, run_id), document_uris).to_dict()
+
+
 def gate(spec_path: str, run_id: str, document_uris: list[str]) -> dict[str, Any]:
     from .gate_stage import quality_gate
 

@@ -33,6 +33,7 @@ class GateThresholds:
     min_words: int
     max_words: int
     max_opening_share: float | None = None  # None: not checked
+    check_canaries: bool = False  # every planted contamination canary must have been caught
 
 
 @dataclass
@@ -110,6 +111,10 @@ def _build_suites(gx: Any, t: GateThresholds, suite_name: str) -> dict[str, tupl
              f"between 0 and {t.max_filtered_share:g}"),
         ],
     }
+    if t.check_canaries:
+        plan["run_metrics"].append(
+            (E.ExpectColumnValuesToBeBetween(column="canaries_missed", min_value=0, max_value=0), "0 (all caught)")
+        )
     if t.max_opening_share is not None:
         plan["run_metrics"].append(
             (E.ExpectColumnValuesToBeBetween(column="max_opening_share", min_value=0, max_value=t.max_opening_share),
