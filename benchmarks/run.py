@@ -78,8 +78,15 @@ def openai_concurrency() -> None:
     openai_bench.openai_concurrency()
 
 
+def minhash() -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import minhash_bench
+
+    minhash_bench.minhash()
+
+
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "topic_extraction"]
+    wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "minhash", "topic_extraction"]
     for name in wanted:
         globals()[name]()

@@ -79,8 +79,22 @@ def build_dag(spec: CorpusSpec):
             return tasks.dedup(spec_path, _run_id(params, run_id), list(filtered))
 
         @task
-        def decontaminate(dedup_result: dict, params=None, run_id=None) -> dict:
-            return tasks.decontaminate(spec_path, _run_id(params, run_id), dedup_result["outputs"]["documents"])
+        def dedup_shards(dedup_result: dict) -> list[str]:
+            return dedup_result["outputs"]["documents"]
+
+        @task(map_index_template="{{ shard_label }}")
+        def minhash_signatures(document_uri: str, params=None, run_id=None) -> str:
+            get_current_context()["shard_label"] = document_uri.rsplit("/", 1)[-1].removesuffix(".parquet")
+            return tasks.signatures(spec_path, _run_id(params, run_id), document_uri)
+
+        @task
+        def near_dedup(dedup_result: dict, signature_uris: list[str], params=None, run_id=None) -> dict:
+            docs = dedup_result["outputs"]["documents"]
+            return tasks.near_dedup(spec_path, _run_id(params, run_id), docs, list(signature_uris))
+
+        @task
+        def decontaminate(near_result: dict, params=None, run_id=None) -> dict:
+            return tasks.decontaminate(spec_path, _run_id(params, run_id), near_result["outputs"]["documents"])
 
         @task
         def quality_gate(clean_result: dict, params=None, run_id=None) -> dict:
@@ -124,7 +138,9 @@ def build_dag(spec: CorpusSpec):
         else:
             generated = generate.expand(shard=shards)
             filtered = filter_shard.expand(generated=generated)
-        summary(publish(quality_gate(decontaminate(dedup(filtered)))))
+        exact = dedup(filtered)
+        sigs = minhash_signatures.expand(document_uri=dedup_shards(exact))
+        summary(publish(quality_gate(decontaminate(near_dedup(exact, sigs)))))
 
     return corpus()
 

@@ -47,10 +47,11 @@ def near_duplicates(texts: list[str], groups: list[str] | None = None, threshold
     within the same group. MinHash + LSH banding proposes candidates; exact Jaccard confirms them."""
     import numpy as np
 
+    # Multiply-shift hashing (a 2-universal family): the top 32 bits of (a*x + b) mod 2^64. A plain
+    # (a*x + b) mod p with small a and x never wraps and would rank shingles alike for every hash.
     rng = np.random.default_rng(1234)
-    prime = np.uint64((1 << 61) - 1)
-    a = rng.integers(1, 1 << 31, size=_BANDS * _ROWS, dtype=np.uint64)
-    b = rng.integers(0, 1 << 31, size=_BANDS * _ROWS, dtype=np.uint64)
+    a = rng.integers(1, 1 << 63, size=_BANDS * _ROWS, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 1 << 63, size=_BANDS * _ROWS, dtype=np.uint64)
     buckets: dict[tuple, list[int]] = {}
     shingles: list[set[int]] = []
     dups = []
@@ -58,7 +59,8 @@ def near_duplicates(texts: list[str], groups: list[str] | None = None, threshold
         sh = _shingles(text)
         shingles.append(sh)
         x = np.fromiter(sh, dtype=np.uint64, count=len(sh))
-        sig = ((np.outer(x, a) + b) % prime).min(axis=0)  # values < 2^32 * 2^31: no uint64 overflow
+        x = x * np.uint64(0x9E3779B97F4A7C15)  # spread the 32-bit crc over 64 bits
+        sig = ((np.outer(x, a) + b) >> np.uint64(32)).min(axis=0)  # uint64 arithmetic wraps mod 2^64
         group = groups[i] if groups else ""
         candidates: set[int] = set()
         for band in range(_BANDS):

@@ -75,6 +75,8 @@ def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any
             "filtered_out": reasons,
             "after_filters": sum(m.get("kept", 0) for m in filtered),
             "after_dedup": _stage(run, "dedup").get("stats", {}).get("kept"),
+            "near_duplicates": _stage(run, "near_dedup").get("stats", {}).get("removed", 0),
+            "after_near_dedup": _stage(run, "near_dedup").get("stats", {}).get("kept"),
             "contaminated": _stage(run, "decontam").get("stats", {}).get("removed", 0),
             "prompt_tokens": sum(m.get("prompt_tokens", 0) for m in generated),
             "completion_tokens": sum(m.get("completion_tokens", 0) for m in generated),

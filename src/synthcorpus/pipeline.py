@@ -16,6 +16,9 @@ def run_pipeline(spec_path: str, run_id: str) -> dict[str, Any]:
     generated = [tasks.generate(shard) for shard in shards]
     filtered = [tasks.filter_shard(spec_path, run_id, g["output"])["outputs"]["kept"] for g in generated]
     dedup = tasks.dedup(spec_path, run_id, filtered)
-    clean = tasks.decontaminate(spec_path, run_id, dedup["outputs"]["documents"])
+    docs = dedup["outputs"]["documents"]
+    sigs = [tasks.signatures(spec_path, run_id, uri) for uri in docs]
+    near = tasks.near_dedup(spec_path, run_id, docs, sigs)
+    clean = tasks.decontaminate(spec_path, run_id, near["outputs"]["documents"])
     tasks.gate(spec_path, run_id, clean["outputs"]["documents"])
     return tasks.publish(spec_path, run_id)

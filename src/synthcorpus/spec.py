@@ -199,6 +199,17 @@ class DecontamSpec(_Strict):
     )
 
 
+class NearDedupSpec(_Strict):
+    """MinHash near-dedup across the whole run: signatures per shard, LSH bands, clusters, keep one."""
+
+    enabled: bool = True
+    ngram: int = Field(default=5, ge=1, le=20, description="word n-gram shingles")
+    bands: int = Field(default=14, ge=1, le=64)
+    rows: int = Field(default=8, ge=1, le=32, description="hashes per band; threshold ~ (1/bands)^(1/rows)")
+    seed: int = 1
+    verify_threshold: float | None = Field(default=0.6, ge=0.0, le=1.0, description="estimated Jaccard to confirm a pair")
+
+
 class QualitySpec(_Strict):
     min_words: int = Field(default=50, ge=1)
     max_words: int = Field(default=5000, ge=1)
@@ -209,6 +220,7 @@ class QualitySpec(_Strict):
     max_opening_share: float | None = Field(
         default=None, gt=0.0, le=1.0, description="gate: max share of documents sharing one first-8-word opening"
     )
+    near_dedup: NearDedupSpec = NearDedupSpec()
     decontamination: DecontamSpec | None = None
 
     @model_validator(mode="after")

@@ -49,7 +49,8 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
         f"gave up on {c.get('generation_failed')}; {c.get('gpu_seconds')} GPU-s, ~${c.get('cost_usd')}",
         f"filters     pass {c.get('after_filters')}/{generated} ({_pct(c.get('after_filters') or 0, generated)}); removed: "
         + (", ".join(f"{k}={v}" for k, v in removed.items() if v) or "none"),
-        f"dedup       {c.get('after_dedup')} docs after exact dedup",
+        f"dedup       {c.get('after_dedup')} docs after exact dedup, {c.get('after_near_dedup')} after MinHash near-dedup "
+        f"({c.get('near_duplicates')} near-duplicates)",
         _decontam_line(lineage.get("decontamination")),
         _diversity_line(lineage.get("diversity")),
         f"gate        {'PASSED' if gate.get('passed') else 'FAILED'}: {gc.get('successful')}/{gc.get('evaluated')} expectations"

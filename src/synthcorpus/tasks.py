@@ -78,6 +78,18 @@ def dedup(spec_path: str, run_id: str, filtered_uris: list[str]) -> dict[str, An
     return dedup_exact(open_run(spec_path, run_id), filtered_uris).to_dict()
 
 
+def signatures(spec_path: str, run_id: str, document_uri: str) -> str:
+    from .quality.dedup import signatures as stage
+
+    return stage(open_run(spec_path, run_id), document_uri)
+
+
+def near_dedup(spec_path: str, run_id: str, document_uris: list[str], signature_uris: list[str]) -> dict[str, Any]:
+    from .quality.dedup import near_dedup as stage
+
+    return stage(open_run(spec_path, run_id), document_uris, signature_uris).to_dict()
+
+
 def decontaminate(spec_path: str, run_id: str, document_uris: list[str]) -> dict[str, Any]:
     from .quality.decontam import decontaminate as stage
 

@@ -30,7 +30,10 @@ def run_all(spec_path, run_id, engine):
         generate_shard(shard["input"], shard["output"], engine=engine)
     filtered = [tasks.filter_shard(spec_path, run_id, s["output"])["outputs"]["kept"] for s in shards]
     dedup = tasks.dedup(spec_path, run_id, filtered)
-    clean = tasks.decontaminate(spec_path, run_id, dedup["outputs"]["documents"])
+    docs = dedup["outputs"]["documents"]
+    sigs = [tasks.signatures(spec_path, run_id, uri) for uri in docs]
+    near = tasks.near_dedup(spec_path, run_id, docs, sigs)
+    clean = tasks.decontaminate(spec_path, run_id, near["outputs"]["documents"])
     tasks.gate(spec_path, run_id, clean["outputs"]["documents"])
     return tasks.publish(spec_path, run_id)
 
