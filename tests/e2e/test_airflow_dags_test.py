@@ -118,6 +118,10 @@ def test_demo_spec_with_web_and_instruction_seeds(airflow_env):
     for key in ("web_samples", "instructions"):
         demo["seeds"][key]["path"] = str(ROOT / "include" / "seeds" / Path(demo["seeds"][key]["path"]).name)
     demo["seeds"]["outline"] = str(ROOT / "include" / "seeds" / "demo_outline.yaml")
+    decontam = demo["quality"]["decontamination"]
+    for ref in decontam["references"]:
+        ref["path"] = str(ROOT / "include" / "seeds" / Path(ref["path"]).name)
+    decontam["canaries"] = str(ROOT / "include" / "seeds" / Path(decontam["canaries"]).name)
     demo["seeds"]["web_samples"]["sample_size"] = 120
     demo["prompts"]["template_dir"] = str(ROOT / "include" / "prompts")
     demo["topics"].update(max_clusters=8, label_samples=3)
@@ -141,6 +145,9 @@ def test_demo_spec_with_web_and_instruction_seeds(airflow_env):
     diversity = json.loads((run / "diversity.json").read_text())
     assert diversity["prompts"]["prompts"] == 12
     assert diversity["openings"]["documents"] == json.loads((run / "lineage.json").read_text())["counts"]["after_dedup"]
+    lineage = json.loads((run / "lineage.json").read_text())
+    assert lineage["decontamination"]["canaries_caught"] == lineage["decontamination"]["canaries_planted"] == 6
+    assert lineage["counts"]["after_near_dedup"] is not None
     published = pq.read_table(base / "storage" / "demo_small" / "versions" / "e2e-web" / "data")
     assert {"seed_id", "seed_kind", "topic_in_prompt", "style_index"} <= set(published.column_names)
 
