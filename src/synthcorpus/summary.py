@@ -17,8 +17,8 @@ def _decontam_line(d: dict[str, Any] | None) -> str:
     if not d or d.get("skipped"):
         return "decontam    not configured"
     hits = ", ".join(f"{b}: {v['removed_docs']} docs/{v['unique_items_hit']} items" for b, v in d["benchmarks"].items())
-    return (f"decontam    removed {d['removed']} of {d['input']} ({hits}); canaries caught "
-            f"{d['canaries_caught']}/{d['canaries_planted']}")
+    return (f"decontam    removed {d['removed']} of {d['input']} generated docs; canaries caught "
+            f"{d['canaries_caught']}/{d['canaries_planted']} (hits incl. canaries: {hits})")
 
 
 def _diversity_line(d: dict[str, Any] | None) -> str:
