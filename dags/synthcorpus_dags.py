@@ -40,7 +40,13 @@ def build_dag(spec: CorpusSpec):
                 type=["null", "string"],
                 description="Storage run id; reuse one to resume a run (committed shards are skipped). "
                 "Default: the Airflow run id.",
-            )
+            ),
+            "override_gate_reason": Param(
+                None,
+                type=["null", "string"],
+                description="Publish even if the quality gate fails. Give the reason: it is recorded in the gate "
+                "report, lineage.json and the dataset card. Leave empty for normal runs.",
+            ),
         },
         doc_md=f"Corpus **{spec.name}** from `{spec_path}`: {spec.documents} documents, formats "
         f"{', '.join(spec.prompts.formats)}, audiences {', '.join(spec.prompts.audiences)}.",
@@ -98,7 +104,8 @@ def build_dag(spec: CorpusSpec):
 
         @task
         def quality_gate(clean_result: dict, params=None, run_id=None) -> dict:
-            return tasks.gate(spec_path, _run_id(params, run_id), clean_result["outputs"]["documents"])
+            return tasks.gate(spec_path, _run_id(params, run_id), clean_result["outputs"]["documents"],
+                              params.get("override_gate_reason"))
 
         @task(outlets=[Asset(name=f"synthcorpus_{spec.name}", uri=f"synthcorpus://{spec.name}/latest")])
         def publish(gate_result: dict, params=None, run_id=None) -> dict:

@@ -43,7 +43,11 @@ def write_diversity(run: RunContext, texts: list[str]) -> dict[str, Any]:
     return report
 
 
-def quality_gate(run: RunContext, document_uris: list[str]) -> StageResult:
+def quality_gate(run: RunContext, document_uris: list[str], override_reason: str | None = None) -> StageResult:
+    """Validate the run; on failure keep a quarantine copy of the report and raise GateFailed, unless an
+    explicit override reason is given: then the run may be published and the override is recorded."""
+    import datetime as dt
+
     import pandas as pd
 
     frames = [storage.read_parquet(u).to_pandas() for u in document_uris]
@@ -68,11 +72,22 @@ def quality_gate(run: RunContext, document_uris: list[str]) -> StageResult:
                     storage.write_bytes(storage.join(docs_uri, str(path.relative_to(report.data_docs_dir))), path.read_bytes())
     storage.write_json(run.run_uri("gate", "validation.json"), report.validation)
     summary = {**report.to_dict(), "metrics": metrics, "data_docs": storage.join(docs_uri, "index.html"),
-               "documents": list(document_uris)}
+               "documents": list(document_uris), "override": None}
+    reason = (override_reason or "").strip()
+    if not report.passed and reason:
+        summary["override"] = {
+            "reason": reason,
+            "failed_expectations": [f["expectation"] + (f" ({f['column']})" if f["column"] else "") for f in report.failures()],
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
     storage.write_json(run.run_uri("gate", "report.json"), summary)
     log.info("quality gate %s\n%s", "PASSED" if report.passed else "FAILED", report.table())
     if not report.passed:
+        # Quarantine: one place listing every run that failed its gate, with its report.
+        storage.write_json(storage.join(run.corpus_uri, "quarantine", f"{run.run_id}.json"), summary)
         write_run_lineage(run, summary)  # the failed run stays explainable
-        raise GateFailed(report)
+        if not reason:
+            raise GateFailed(report)
+        log.warning("quality gate FAILED but overridden (reason: %s): this run may be published", reason)
     return StageResult("gate", {"report": run.run_uri("gate", "report.json"), "data_docs": summary["data_docs"]},
-                       {"passed": True, **metrics}).save(run)
+                       {"passed": report.passed, "override": summary["override"], **metrics}).save(run)

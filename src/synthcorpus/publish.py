@@ -44,6 +44,14 @@ def _size_category(n: int) -> str:
     return "1M<n<10M" if n < 10_000_000 else "n>10M"
 
 
+def _gate_status(gate: dict[str, Any]) -> str:
+    if gate.get("passed"):
+        return "passed"
+    if gate.get("override"):
+        return f"FAILED, published by override: {gate['override']['reason']}"
+    return "FAILED"
+
+
 def dataset_card(run: RunContext, manifest: dict[str, Any], lineage: dict[str, Any]) -> str:
     spec = run.spec
     counts = lineage["counts"]
@@ -82,7 +90,7 @@ def dataset_card(run: RunContext, manifest: dict[str, Any], lineage: dict[str, A
         + (f", {model.get('model_file')}, sha256 {str(model.get('model_sha256'))[:12]}…) |" if model.get("model_sha256") else ") |"),
         f"| formats | {', '.join(spec.prompts.formats)} |",
         f"| audiences | {', '.join(spec.prompts.audiences)} |",
-        f"| quality gate | {'passed' if gate.get('passed') else 'FAILED'} "
+        f"| quality gate | {_gate_status(gate)} "
         f"({gate.get('counts', {}).get('successful')}/{gate.get('counts', {}).get('evaluated')} expectations) |",
         f"| run | {run.run_id} |",
         "",

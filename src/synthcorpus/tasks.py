@@ -96,10 +96,10 @@ def decontaminate(spec_path: str, run_id: str, document_uris: list[str]) -> dict
     return stage(open_run(spec_path, run_id), document_uris).to_dict()
 
 
-def gate(spec_path: str, run_id: str, document_uris: list[str]) -> dict[str, Any]:
+def gate(spec_path: str, run_id: str, document_uris: list[str], override_reason: str | None = None) -> dict[str, Any]:
     from .gate_stage import quality_gate
 
-    return quality_gate(open_run(spec_path, run_id), document_uris).to_dict()
+    return quality_gate(open_run(spec_path, run_id), document_uris, override_reason).to_dict()
 
 
 def publish(spec_path: str, run_id: str) -> dict[str, Any]:

@@ -39,9 +39,9 @@ def airflow_env(tmp_path_factory):
     return base, corpora, env
 
 
-def dags_test(env, dag_id, run_name):
+def dags_test(env, dag_id, run_name, **conf):
     return subprocess.run(
-        [BIN / "airflow", "dags", "test", dag_id, "--conf", json.dumps({"run_name": run_name})],
+        [BIN / "airflow", "dags", "test", dag_id, "--conf", json.dumps({"run_name": run_name, **conf})],
         env=env, capture_output=True, text=True, timeout=900,
     )
 
@@ -106,6 +106,14 @@ def test_failing_gate_fails_the_dag_run_and_publishes_nothing(airflow_env):
     report = json.loads((corpus / "runs" / "e2e-fail" / "gate" / "report.json").read_text())
     assert report["passed"] is False
     assert (corpus / "runs" / "e2e-fail" / "gate" / "data_docs" / "index.html").is_file()
+    assert json.loads((corpus / "quarantine" / "e2e-fail.json").read_text())["passed"] is False
+
+    # An explicit, audited override (DAG param) publishes the same run and records why.
+    res = dags_test(env, "synthcorpus_strict", "e2e-fail", override_gate_reason="smoke test of the override path")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    lineage = json.loads((corpus / "versions" / "e2e-fail" / "lineage.json").read_text())
+    assert lineage["gate"]["override"]["reason"] == "smoke test of the override path"
+    assert json.loads((corpus / "latest.json").read_text())["version"] == "e2e-fail"
 
 
 def test_demo_spec_with_web_and_instruction_seeds(airflow_env):

@@ -160,3 +160,24 @@ def test_object_store_path_without_local_files(tmp_path, monkeypatch):
     run = RunContext.create(load_spec(spec_path), "mem1")
     assert storage.read_json(run.latest_uri)["version"] == "mem1"
     assert any(u.endswith("shard-00000.parquet.commit.json") for u in storage.list_files(run.run_uri("generate")))
+
+
+def test_gate_override_publishes_with_an_audited_reason(tmp_path, storage_uri):
+    strict = str(write_spec(tmp_path, tiny_spec_dict(documents=4, **{"quality.min_documents": 50}), "strict.yaml"))
+    with pytest.raises(GateFailed):
+        run_all(strict, "r1", FakeEngine())
+    spec = load_spec(strict)
+    run = RunContext.create(spec, "r1")
+    assert storage.read_json(storage.join(run.corpus_uri, "quarantine", "r1.json"))["passed"] is False
+    assert not storage.exists(run.latest_uri)
+
+    # The same failing run, its gate re-run with an override reason: published, the reason on record.
+    gated = storage.read_json(run.run_uri("gate", "report.json"))["documents"]
+    tasks.gate(strict, "r1", gated, override_reason="release for ablation study, ticket DATA-42")
+    version = tasks.publish(strict, "r1")["outputs"]["version"].removeprefix("file://")
+    lineage = json.load(open(f"{version}/lineage.json"))
+    assert lineage["gate"]["passed"] is False
+    assert lineage["gate"]["override"]["reason"] == "release for ablation study, ticket DATA-42"
+    assert lineage["gate"]["override"]["failed_expectations"] == ["expect_table_row_count_to_be_between"]
+    assert "published by override: release for ablation study" in open(f"{version}/README.md").read()
+    assert storage.read_json(run.latest_uri)["version"] == "r1"
