@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 def run_metrics(run: RunContext, documents: int, openings: dict[str, Any]) -> dict[str, Any]:
     markers = [storage.read_json(u) for u in storage.list_files(run.run_uri("filter")) if u.endswith(".commit.json")]
     generated = sum(m.get("input", 0) for m in markers)
+    matched = checked = 0
+    for m in markers:
+        for want, got in m.get("language_confusion", {}).items():
+            matched += got.get(want, 0)
+            checked += sum(got.values())
     decontam_uri = run.run_uri("decontam", "_stage.json")
     decontam = storage.read_json(decontam_uri)["stats"] if storage.exists(decontam_uri) else {}
     return {
@@ -29,6 +34,7 @@ def run_metrics(run: RunContext, documents: int, openings: dict[str, Any]) -> di
         "max_opening_share": openings["max_opening_share"],
         "contaminated": decontam.get("removed", 0),
         "canaries_missed": len(decontam.get("canaries_missed", [])),
+        "language_match_rate": round(matched / checked, 6) if checked else 1.0,
     }
 
 
@@ -62,6 +68,7 @@ def quality_gate(run: RunContext, document_uris: list[str], override_reason: str
         min_documents=q.min_documents, max_filtered_share=q.max_filtered_share, min_words=q.min_words,
         max_words=q.max_words, max_opening_share=q.max_opening_share,
         check_canaries=bool(q.decontamination and q.decontamination.canaries),
+        min_language_match_rate=q.min_language_match_rate,
     )
     with tempfile.TemporaryDirectory(prefix="synthcorpus-gx-") as tmp:
         report = run_quality_gate(docs, metrics, thresholds, Path(tmp), suite_name=f"{run.spec.name}_release")

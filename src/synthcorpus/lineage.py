@@ -47,9 +47,13 @@ def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any
     filtered = _markers(run, "filter")
     prompts = _stage(run, "prompts")
     reasons: dict[str, int] = {}
+    confusion: dict[str, dict[str, int]] = {}
     for m in filtered:
         for k, v in m.get("reasons", {}).items():
             reasons[k] = reasons.get(k, 0) + v
+        for want, got in m.get("language_confusion", {}).items():
+            for lang, n in got.items():
+                confusion.setdefault(want, {})[lang] = confusion.get(want, {}).get(lang, 0) + n
     models = {(m["model"]["model"], m["model"].get("model_sha256")): m["model"] for m in generated if m.get("model")}
     spec = run.spec
     return {
@@ -87,6 +91,7 @@ def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any
             "gpu_seconds": round(sum(m.get("gpu_seconds", 0.0) for m in generated), 1),
             "cost_usd": round(sum(m.get("cost_usd", 0.0) for m in generated), 4),
         },
+        "language_confusion": confusion,
         "gate": gate,
         "provenance_columns": list(PROVENANCE_COLUMNS),
     }

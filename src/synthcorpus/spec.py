@@ -220,6 +220,9 @@ class QualitySpec(_Strict):
     max_opening_share: float | None = Field(
         default=None, gt=0.0, le=1.0, description="gate: max share of documents sharing one first-8-word opening"
     )
+    min_language_match_rate: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="gate: min share of generated docs detected in the requested language"
+    )
     near_dedup: NearDedupSpec = NearDedupSpec()
     decontamination: DecontamSpec | None = None
 

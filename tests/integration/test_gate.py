@@ -131,3 +131,19 @@ def test_two_workdirs_in_one_process_and_rerun(tmp_path):
     assert first.data_docs_dir.is_relative_to(tmp_path / "a") and second.data_docs_dir.is_relative_to(tmp_path / "b")
     for report in (first, second, again):
         assert_artifacts(report)
+
+
+def test_optional_run_metric_expectations(tmp_path):
+    """Opening concentration, canaries and language match are checked only when the spec asks."""
+    from dataclasses import replace
+
+    thresholds = replace(THRESHOLDS, max_opening_share=0.25, check_canaries=True, min_language_match_rate=0.9)
+    metrics = {**METRICS, "max_opening_share": 0.5, "canaries_missed": 2, "language_match_rate": 0.6}
+    report = run_quality_gate(make_docs(), metrics, thresholds, tmp_path / "gx", "optional")
+    failed = {f["column"]: f for f in report.failures()}
+    assert set(failed) == {"max_opening_share", "canaries_missed", "language_match_rate"}
+    assert failed["language_match_rate"]["observed"] == 0.6 and failed["language_match_rate"]["expected"] == ">= 0.9"
+    assert failed["canaries_missed"]["observed"] == 2
+    ok = run_quality_gate(make_docs(), {**METRICS, "max_opening_share": 0.1, "canaries_missed": 0,
+                                        "language_match_rate": 1.0}, thresholds, tmp_path / "gx2", "optional2")
+    assert ok.passed and len(ok.expectations) == 8

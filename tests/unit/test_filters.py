@@ -84,3 +84,17 @@ def test_exact_dedup_across_shards_keeps_first(storage_uri):
     assert result.stats == {"input": 4, "kept": 3, "removed": 1}
     kept = [r["prompt_id"] for u in result.outputs["documents"] for r in storage.read_parquet(u).to_pylist()]
     assert "shard-00000.parquet-0" in kept and "shard-00001.parquet-0" not in kept
+
+
+def test_language_confusion_counts(storage_uri):
+    spec = parse_spec(tiny_spec_dict(**{"quality.min_words": 5}))
+    run = RunContext.create(spec, "r")
+    french = "Les abeilles transportent le pollen de fleur en fleur pour que les plantes puissent faire des graines."
+    german = "Die Bienen tragen den Pollen von Blüte zu Blüte, damit die Pflanzen Samen bilden können."
+    rows = [{"prompt_id": f"p{i}", "text": t, "finish_reason": "stop", "language": lang}
+            for i, (t, lang) in enumerate([(GOOD, "en"), (french, "en"), (french, "fr"), (german, "fr")])]
+    uri = run.run_uri("generate", "shard-00000.parquet")
+    storage.commit(uri, pa.Table.from_pylist(rows), {})
+    result = filter_shard(run, uri)
+    assert result.stats["language_confusion"] == {"en": {"en": 1, "fr": 1}, "fr": {"de": 1, "fr": 1}}
+    assert result.stats["reasons"]["wrong_language"] == 2

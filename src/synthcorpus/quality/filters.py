@@ -93,11 +93,16 @@ def filter_shard(run: RunContext, generated_uri: str) -> StageResult:
     rows = storage.read_parquet(generated_uri).to_pylist()
     kept, removed = [], []
     reasons: Counter[str] = Counter()
+    confusion: dict[str, Counter[str]] = {}
+    from .langid import detect
+
     for row in rows:
+        text = row.get("text") or ""
+        if text.strip() and row.get("language") and row.get("status") != "failed":
+            confusion.setdefault(row["language"], Counter())[detect(text)[0]] += 1
         # Rows the generator gave up on (after max_attempts) are kept in its output so that every prompt id
         # appears exactly once; here they leave the corpus with their own reason.
         reason = "generation_failed" if row.get("status") == "failed" else reject_reason(row, quality, phrases)
-        text = row.get("text") or ""
         row = {**row, "n_words": word_count(text), "n_chars": len(text), "text_hash": text_hash(text)}
         if reason is None:
             kept.append(row)
@@ -111,6 +116,8 @@ def filter_shard(run: RunContext, generated_uri: str) -> StageResult:
         "kept": len(kept),
         "removed": len(removed),
         "reasons": {r: reasons.get(r, 0) for r in REASONS},
+        # requested language -> detected language -> documents (before filtering, failed rows excluded)
+        "language_confusion": {k: dict(sorted(v.items())) for k, v in sorted(confusion.items())},
         "removed_uri": removed_uri,
     }
     storage.commit(out_uri, _table(pa, kept, rows), stats)

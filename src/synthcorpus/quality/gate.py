@@ -34,6 +34,7 @@ class GateThresholds:
     max_words: int
     max_opening_share: float | None = None  # None: not checked
     check_canaries: bool = False  # every planted contamination canary must have been caught
+    min_language_match_rate: float | None = None  # None: not checked
 
 
 @dataclass
@@ -111,6 +112,11 @@ def _build_suites(gx: Any, t: GateThresholds, suite_name: str) -> dict[str, tupl
              f"between 0 and {t.max_filtered_share:g}"),
         ],
     }
+    if t.min_language_match_rate is not None:
+        plan["run_metrics"].append(
+            (E.ExpectColumnValuesToBeBetween(column="language_match_rate", min_value=t.min_language_match_rate, max_value=1),
+             f">= {t.min_language_match_rate:g}")
+        )
     if t.check_canaries:
         plan["run_metrics"].append(
             (E.ExpectColumnValuesToBeBetween(column="canaries_missed", min_value=0, max_value=0), "0 (all caught)")
