@@ -13,6 +13,7 @@ from .diversity import opening_report
 from .lineage import write_run_lineage
 from .quality.gate import GateFailed, GateThresholds, run_quality_gate
 from .run import RunContext, StageResult
+from .spec import GATE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def quality_gate(run: RunContext, document_uris: list[str], override_reason: str
     import pandas as pd
 
     frames = [storage.read_parquet(u).to_pandas() for u in document_uris]
-    frames = [f[["text", "n_words", "text_hash"]] for f in frames if len(f)]
+    frames = [f[[c for c in GATE_COLUMNS["documents"] if c in f.columns]] for f in frames if len(f)]
     docs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {"text": pd.Series([], dtype=object), "n_words": pd.Series([], dtype="int64"), "text_hash": pd.Series([], dtype=object)}
     )
@@ -69,6 +70,7 @@ def quality_gate(run: RunContext, document_uris: list[str], override_reason: str
         max_words=q.max_words, max_opening_share=q.max_opening_share,
         check_canaries=bool(q.decontamination and q.decontamination.canaries),
         min_language_match_rate=q.min_language_match_rate,
+        extra=tuple((e.batch, e.type, dict(e.kwargs)) for e in q.expectations),
     )
     with tempfile.TemporaryDirectory(prefix="synthcorpus-gx-") as tmp:
         report = run_quality_gate(docs, metrics, thresholds, Path(tmp), suite_name=f"{run.spec.name}_release")

@@ -210,6 +210,43 @@ class NearDedupSpec(_Strict):
     verify_threshold: float | None = Field(default=0.6, ge=0.0, le=1.0, description="estimated Jaccard to confirm a pair")
 
 
+# Columns the gate's batches carry (see gate_stage.quality_gate), for checking user expectations at load.
+GATE_COLUMNS = {
+    "documents": ("text", "n_words", "n_chars", "text_hash", "prompt_id", "seed_kind", "topic", "format", "audience",
+                  "language", "template", "prompt_tokens", "completion_tokens", "attempts"),
+    "run_metrics": ("generated", "documents", "filtered_share", "max_opening_share", "contaminated", "canaries_missed",
+                    "language_match_rate"),
+}
+
+
+class UserExpectation(_Strict):
+    """Any GX Core expectation by name, with its arguments, on one of the gate's two batches."""
+
+    batch: Literal["documents", "run_metrics"] = "documents"
+    type: str = Field(description="GX expectation name, e.g. expect_column_values_to_match_regex")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> UserExpectation:
+        from .quality.gx_catalog import load  # a JSON table: GX itself is not imported at parse time
+
+        catalog = load()
+        entry = catalog.get(self.type)
+        if entry is None:
+            near = [n for n in catalog if self.type.replace("expect_", "") in n][:3]
+            raise ValueError(f"expected a GX expectation name, got {self.type!r}" + (f" (did you mean {', '.join(near)}?)" if near else ""))
+        unknown = sorted(set(self.kwargs) - set(entry["arguments"]))
+        if unknown:
+            raise ValueError(f"{self.type}: unknown arguments {unknown}; expected some of {entry['arguments']}")
+        missing = sorted(set(entry["required"]) - set(self.kwargs))
+        if missing:
+            raise ValueError(f"{self.type}: missing required arguments {missing}")
+        column = self.kwargs.get("column")
+        if column is not None and column not in GATE_COLUMNS[self.batch]:
+            raise ValueError(f"column {column!r} is not in the {self.batch} batch; expected one of {list(GATE_COLUMNS[self.batch])}")
+        return self
+
+
 class QualitySpec(_Strict):
     min_words: int = Field(default=50, ge=1)
     max_words: int = Field(default=5000, ge=1)
@@ -223,6 +260,7 @@ class QualitySpec(_Strict):
     min_language_match_rate: float | None = Field(
         default=None, ge=0.0, le=1.0, description="gate: min share of generated docs detected in the requested language"
     )
+    expectations: list[UserExpectation] = Field(default_factory=list, description="extra GX expectations for the gate")
     near_dedup: NearDedupSpec = NearDedupSpec()
     decontamination: DecontamSpec | None = None
 

@@ -147,3 +147,10 @@ def test_optional_run_metric_expectations(tmp_path):
     ok = run_quality_gate(make_docs(), {**METRICS, "max_opening_share": 0.1, "canaries_missed": 0,
                                         "language_match_rate": 1.0}, thresholds, tmp_path / "gx2", "optional2")
     assert ok.passed and len(ok.expectations) == 8
+
+
+def test_expectation_catalog_matches_installed_gx():
+    """The JSON catalog that validates spec expectations without importing GX is up to date."""
+    from synthcorpus.quality import gx_catalog
+
+    assert gx_catalog.load() == gx_catalog.build(), "regenerate: python -m synthcorpus.quality.gx_catalog"

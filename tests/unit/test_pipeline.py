@@ -181,3 +181,15 @@ def test_gate_override_publishes_with_an_audited_reason(tmp_path, storage_uri):
     assert lineage["gate"]["override"]["failed_expectations"] == ["expect_table_row_count_to_be_between"]
     assert "published by override: release for ablation study" in open(f"{version}/README.md").read()
     assert storage.read_json(run.latest_uri)["version"] == "r1"
+
+
+def test_user_expectations_from_the_spec_gate_the_release(tmp_path, storage_uri):
+    ok = {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "format", "value_set": ["textbook", "blog_post", "story"]}}
+    bad = {"batch": "documents", "type": "expect_column_values_to_match_regex", "kwargs": {"column": "text", "regex": "^Once upon"}}
+    good_spec = str(write_spec(tmp_path, tiny_spec_dict(documents=4, **{"quality.expectations": [ok]}), "good.yaml"))
+    run_all(good_spec, "u1", FakeEngine())
+    report = storage.read_json(RunContext.create(load_spec(good_spec), "u1").run_uri("gate", "report.json"))
+    assert any(e["expectation"] == "expect_column_values_to_be_in_set" and e["success"] for e in report["expectations"])
+    bad_spec = str(write_spec(tmp_path, tiny_spec_dict(name="tiny2", documents=4, **{"quality.expectations": [ok, bad]}), "bad.yaml"))
+    with pytest.raises(GateFailed, match="expect_column_values_to_match_regex"):
+        run_all(bad_spec, "u2", FakeEngine())

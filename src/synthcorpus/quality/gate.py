@@ -35,6 +35,7 @@ class GateThresholds:
     max_opening_share: float | None = None  # None: not checked
     check_canaries: bool = False  # every planted contamination canary must have been caught
     min_language_match_rate: float | None = None  # None: not checked
+    extra: tuple = ()  # user expectations: (batch, GX expectation name, kwargs) from the spec
 
 
 @dataclass
@@ -126,6 +127,14 @@ def _build_suites(gx: Any, t: GateThresholds, suite_name: str) -> dict[str, tupl
             (E.ExpectColumnValuesToBeBetween(column="max_opening_share", min_value=0, max_value=t.max_opening_share),
              f"between 0 and {t.max_opening_share:g}")
         )
+    if t.extra:
+        from .gx_catalog import load
+
+        catalog = load()
+        for batch, name, kwargs in t.extra:
+            expectation = getattr(E, catalog[name]["class"])(**kwargs)
+            shown = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "column")
+            plan[batch].append((expectation, f"{shown} (spec)"))
     suites = {}
     for batch, items in plan.items():
         suite = gx.ExpectationSuite(name=f"{suite_name}.{batch}")
