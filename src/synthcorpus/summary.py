@@ -52,7 +52,9 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
         f"dedup       {c.get('after_dedup')} docs after exact dedup, {c.get('after_near_dedup')} after MinHash near-dedup "
         f"({c.get('near_duplicates')} near-duplicates)",
         _decontam_line(lineage.get("decontamination")),
-        "languages   " + (", ".join(f"{want}->{got}" for want, got in (lineage.get("language_confusion") or {}).items()) or "n/a"),
+        "languages   " + ("; ".join(
+            f"{want}: " + ", ".join(f"{n} detected {got}" for got, n in found.items())
+            for want, found in (lineage.get("language_confusion") or {}).items()) or "n/a"),
         _diversity_line(lineage.get("diversity")),
         f"gate        {'PASSED' if gate.get('passed') else 'FAILED'}: {gc.get('successful')}/{gc.get('evaluated')} expectations"
         + (f"; data docs {gate.get('data_docs')}" if gate.get("data_docs") else ""),
