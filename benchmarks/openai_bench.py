@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from synthcorpus.engines import Completion, Request, SamplingParams
-from synthcorpus.engines.llamacpp import bundled_model_path
+from synthcorpus.engines.llamacpp import start_server
 from synthcorpus.engines.openai_engine import OpenAIEngine
 
 ALIAS = "smollm2-135m-instruct"
@@ -49,22 +47,7 @@ def _free_port() -> int:
 
 
 def _start(port: int, log: Path, threads: int = 2) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()), "--model_alias", ALIAS,
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", str(threads),
-         "--verbose", "False"],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"llama_cpp.server did not start: {log.read_text()[-2000:]}") from None
-            time.sleep(0.2)
+    return start_server(port, log, alias=ALIAS, threads=threads)
 
 
 def _run(base_url: str, concurrency: int) -> tuple[float, int, float]:

@@ -374,20 +374,13 @@ def _read_arrow(loc: _Location, path: str) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
-def _read_jsonl(loc: _Location, text_column: str, field: str) -> pa.ChunkedArray:
-    import pyarrow as pa
-
-    where = loc.display
-    try:
-        with loc.fs.open(loc.path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise SeedError(f"{where}: {field}.path: expected a readable JSONL file ({exc})") from None
+def jsonl_objects(data: bytes, where: str, field: str, error: type[SeedError] = SeedError) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; one clear error naming the file,
+    the spec field and the line for anything that is not a JSON object."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SeedError(f"{where}: {field}.path: expected UTF-8 text (invalid byte at offset {exc.start})") from None
-    values: list[str | None] = []
+        raise error(f"{where}: {field}.path: expected UTF-8 text (invalid byte at offset {exc.start})") from None
     # Split on "\n" only: JSON strings may legally contain raw U+2028 and friends, which splitlines() breaks on.
     for lineno, line in enumerate(text.split("\n"), start=1):
         line = line.strip()
@@ -396,13 +389,28 @@ def _read_jsonl(loc: _Location, text_column: str, field: str) -> pa.ChunkedArray
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SeedError(
+            raise error(
                 f"{where}: {field}.path: line {lineno}: expected one JSON object per line ({exc.msg}, column {exc.colno})"
             ) from None
         if not isinstance(obj, dict):
-            raise SeedError(
-                f"{where}: {field}.path: line {lineno}: expected a JSON object, got {type(obj).__name__}"
-            )
+            raise error(f"{where}: {field}.path: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def read_location(loc: _Location, what: str, field: str, error: type[SeedError] = SeedError) -> bytes:
+    try:
+        with loc.fs.open(loc.path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise error(f"{loc.display}: {field}.path: expected a readable {what} ({exc})") from None
+
+
+def _read_jsonl(loc: _Location, text_column: str, field: str) -> pa.ChunkedArray:
+    import pyarrow as pa
+
+    where = loc.display
+    values: list[str | None] = []
+    for lineno, obj in jsonl_objects(read_location(loc, "JSONL file", field), where, field):
         if text_column not in obj:
             raise SeedError(
                 f"{where}: {field}.text_column: line {lineno}: expected a key {text_column!r}, keys present: "

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
 import pytest
 
 from synthcorpus.engines import Completion, EngineError, Request, SamplingParams, load_engine
-from synthcorpus.engines.llamacpp import bundled_model_path
+from synthcorpus.engines import llamacpp
 from synthcorpus.engines.openai_engine import OpenAIEngine, OpenAIRequestError
 
 pytestmark = pytest.mark.slow
@@ -31,26 +29,11 @@ def free_port() -> int:
 
 
 def start_server(port: int, log: Path, timeout: float = 60.0) -> subprocess.Popen:
-    """Start llama_cpp.server and wait until GET /v1/models answers."""
+    """Start llama_cpp.server with the bundled model and wait until GET /v1/models answers."""
     try:
-        import llama_cpp.server.app  # noqa: F401 - fails early when the [server] extra is missing
-    except ImportError as exc:
-        pytest.fail(f"llama_cpp.server needs the extra: pip install 'llama-cpp-python[server]' ({exc})")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()), "--model_alias", ALIAS,
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "2", "--verbose", "False"],
-        stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.time() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+        return llamacpp.start_server(port, log, alias=ALIAS, timeout=timeout)
+    except EngineError as exc:
+        pytest.fail(str(exc))
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -49,3 +49,17 @@ def test_a_missed_canary_fails_the_gate(tmp_path, storage_uri):
         run_all(spec_path, "d2", FakeEngine())
     run = RunContext.create(load_spec(spec_path), "d2")
     assert not storage.exists(run.version_uri())
+
+
+def test_bad_canary_files_name_file_field_and_line(tmp_path):
+    from synthcorpus.quality.decontam import DecontamError, read_canaries
+
+    bad = tmp_path / "c.jsonl"
+    bad.write_text('{"id": 1, "text": "ok"}\n{"id": 2}\n')
+    with pytest.raises(DecontamError, match=r"c.jsonl: quality.decontamination.canaries: line 2: expected an object with 'id' and 'text'"):
+        read_canaries(bad.as_uri())
+    bad.write_text('{"id": 1, "text": "ok"}\nnot json\n')
+    with pytest.raises(DecontamError, match=r"quality.decontamination.canaries.path: line 2: expected one JSON object per line"):
+        read_canaries(bad.as_uri())
+    with pytest.raises(DecontamError, match="expected an existing JSONL file"):
+        read_canaries((tmp_path / "missing.jsonl").as_uri())

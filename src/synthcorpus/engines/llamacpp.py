@@ -114,3 +114,34 @@ class LlamaCppEngine(Engine):
         close = getattr(self._llm, "close", None)
         if close:
             close()
+
+
+def start_server(port: int, log: Path, *, alias: str = BUNDLED_MODEL, model: Path | None = None, n_ctx: int = 1024,
+                 threads: int = 2, timeout: float = 60.0) -> Any:
+    """Serve a GGUF (default: the bundled model) with llama-cpp-python's OpenAI-compatible server on
+    127.0.0.1:port, and wait until GET /v1/models answers. For local runs of the ``openai`` engine,
+    tests and benchmarks. Returns the server process; raises EngineError if it does not come up."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    try:
+        import llama_cpp.server.app  # noqa: F401 - fails early when the [server] extra is missing
+    except ImportError as exc:
+        raise EngineError(f"llama_cpp.server needs the extra: pip install 'llama-cpp-python[server]' ({exc})") from None
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model or bundled_model_path()), "--model_alias", alias,
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads),
+         "--verbose", "False"],
+        stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise EngineError(f"llama_cpp.server did not start: {Path(log).read_text()[-2000:]}") from None
+            time.sleep(0.2)

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..seeds import PARQUET_SUFFIXES, SeedError, _Location, _read_arrow, _resolve_format
+from ..seeds import PARQUET_SUFFIXES, SeedError, _Location, _read_arrow, _resolve_format, jsonl_objects, read_location
 from .filters import normalize
 
 if TYPE_CHECKING:
@@ -160,26 +160,8 @@ def _flatten(value: Any, where: str, field: str, column: str) -> str:
 
 def _jsonl_records(loc: _Location, columns: dict[str, list[str]], field: str) -> list[tuple[str, dict[str, Any]]]:
     where = loc.display
-    try:
-        with loc.fs.open(loc.path, "rb") as fh:
-            data = fh.read()
-        text = data.decode("utf-8-sig")
-    except OSError as exc:
-        raise DecontamError(f"{where}: {field}.path: expected a readable JSONL file ({exc})") from None
-    except UnicodeDecodeError as exc:
-        raise DecontamError(f"{where}: {field}.path: expected UTF-8 text (invalid byte at offset {exc.start})") from None
     out = []
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DecontamError(
-                f"{where}: {field}.path: line {lineno}: expected one JSON object per line ({exc.msg}, column {exc.colno})"
-            ) from None
-        if not isinstance(obj, dict):
-            raise DecontamError(f"{where}: {field}.path: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+    for lineno, obj in jsonl_objects(read_location(loc, "JSONL file", field, DecontamError), where, field, DecontamError):
         for key, cols in columns.items():
             for c in cols:
                 if c not in obj:
@@ -393,19 +375,13 @@ def read_canaries(uri: str, field: str = "quality.decontamination.canaries") -> 
     from .. import storage
 
     try:
-        lines = storage.read_bytes(uri).decode("utf-8").splitlines()
+        data = storage.read_bytes(uri)
     except FileNotFoundError:
         raise DecontamError(f"{uri}: {field}: expected an existing JSONL file") from None
     rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DecontamError(f"{uri}: {field}: line {n}: expected a JSON object ({exc.msg})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or "id" not in obj:
-            raise DecontamError(f"{uri}: {field}: line {n}: expected an object with 'id' and 'text'")
+    for lineno, obj in jsonl_objects(data, uri, field, DecontamError):
+        if not isinstance(obj.get("text"), str) or "id" not in obj:
+            raise DecontamError(f"{uri}: {field}: line {lineno}: expected an object with 'id' and 'text'")
         rows.append({"canary_id": str(obj["id"]), "text": obj["text"]})
     return rows
 
