@@ -57,8 +57,11 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(normalize(text).encode()).hexdigest()
 
 
-def reject_reason(row: dict[str, Any], quality: QualitySpec, phrases: tuple[str, ...]) -> str | None:
-    """The first rule a row breaks, or None if it passes."""
+def reject_reason(
+    row: dict[str, Any], quality: QualitySpec, phrases: tuple[str, ...], detected: tuple[str, float] | None = None
+) -> str | None:
+    """The first rule a row breaks, or None if it passes. ``detected`` is the (language, probability) of
+    the text when the caller has it already; otherwise language id runs here."""
     text = row.get("text") or ""
     if not text.strip():
         return "empty"
@@ -73,9 +76,10 @@ def reject_reason(row: dict[str, Any], quality: QualitySpec, phrases: tuple[str,
     if any(p in opening for p in phrases):
         return "refusal"
     if row.get("language"):
-        from .langid import is_wrong_language
+        from .langid import MIN_CONFIDENCE, detect
 
-        if is_wrong_language(text, row["language"])[0]:
+        lang, prob = detected or detect(text)
+        if lang != row["language"] and prob >= MIN_CONFIDENCE:
             return "wrong_language"
     return None
 
@@ -98,11 +102,13 @@ def filter_shard(run: RunContext, generated_uri: str) -> StageResult:
 
     for row in rows:
         text = row.get("text") or ""
+        detected = None
         if text.strip() and row.get("language") and row.get("status") != "failed":
-            confusion.setdefault(row["language"], Counter())[detect(text)[0]] += 1
+            detected = detect(text)  # once per row: for the confusion counts and the wrong-language rule
+            confusion.setdefault(row["language"], Counter())[detected[0]] += 1
         # Rows the generator gave up on (after max_attempts) are kept in its output so that every prompt id
         # appears exactly once; here they leave the corpus with their own reason.
-        reason = "generation_failed" if row.get("status") == "failed" else reject_reason(row, quality, phrases)
+        reason = "generation_failed" if row.get("status") == "failed" else reject_reason(row, quality, phrases, detected)
         row = {**row, "n_words": word_count(text), "n_chars": len(text), "text_hash": text_hash(text)}
         if reason is None:
             kept.append(row)

@@ -26,9 +26,3 @@ def detect(text: str) -> tuple[str, float]:
     """(language code, probability) among en, fr, de, es, it."""
     lang, prob = _identifier().classify(text)
     return lang, float(prob)
-
-
-def is_wrong_language(text: str, expected: str) -> tuple[bool, str]:
-    """Whether the text is confidently in another language than expected, and the detected language."""
-    lang, prob = detect(text)
-    return (lang != expected and prob >= MIN_CONFIDENCE), lang
