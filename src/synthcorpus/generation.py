@@ -182,9 +182,9 @@ def generate_shard(input_uri: str, output_uri: str, engine: Engine | None = None
     def flush() -> None:
         nonlocal next_part, last_flush, buffer
         if buffer:
-            storage.write_parquet(storage.join(parts_uri(output_uri), f"part-{next_part:05d}.parquet"),
-                                  pa.Table.from_pylist(buffer))
-            parts.append(pa.Table.from_pylist(buffer))
+            part = pa.Table.from_pylist(buffer)
+            storage.write_parquet(storage.join(parts_uri(output_uri), f"part-{next_part:05d}.parquet"), part)
+            parts.append(part)
             next_part += 1
             buffer = []
         last_flush = time.perf_counter()

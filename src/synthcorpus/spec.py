@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 FORMATS = ("textbook", "blog_post", "wikihow", "story", "dialogue", "technical")
 AUDIENCES = ("young_children", "high_school_students", "college_students", "professionals", "general_public")
 LANGUAGES = ("en", "fr", "de", "es", "it")
-ENGINES = ("llamacpp",)
 BUNDLED_MODEL = "smollm2-135m-instruct"
 
 Format = Literal["textbook", "blog_post", "wikihow", "story", "dialogue", "technical"]
