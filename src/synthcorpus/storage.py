@@ -7,6 +7,7 @@ marker (``<file>.commit.json``, carrying stats) exist; readers and re-runs trust
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -140,3 +141,152 @@ def committed(uri: str) -> dict[str, Any] | None:
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocol or "local" in protocol
+
+
+# ------------------------------------------------------------------------------------------ streaming
+
+
+def iter_batches(uri: str, columns: list[str] | None = None, batch_size: int = 1024) -> "Any":
+    """Record batches of a Parquet file, read lazily (local files and object stores alike), so a stage
+    holds one batch at a time. ``columns`` missing from the file are skipped, not an error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, path = _fs(uri)
+    try:
+        with fs.open(path, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+            if pf.metadata.num_rows == 0:
+                return
+            yield from pf.iter_batches(batch_size=batch_size, columns=cols)
+    except FileNotFoundError:
+        raise
+    except pa.ArrowInvalid as exc:
+        raise StorageError(f"{uri}: expected a Parquet file ({exc})") from exc
+    except OSError as exc:
+        raise StorageError(f"{uri}: read failed ({exc})") from exc
+
+
+def parquet_schema(uri: str) -> "Any":
+    import pyarrow.parquet as pq
+
+    fs, path = _fs(uri)
+    with fs.open(path, "rb") as fh:
+        return pq.ParquetFile(fh).schema_arrow
+
+
+def parquet_rows(uri: str) -> int:
+    """Row count from the Parquet footer, without reading the data."""
+    import pyarrow.parquet as pq
+
+    fs, path = _fs(uri)
+    with fs.open(path, "rb") as fh:
+        return pq.ParquetFile(fh).metadata.num_rows
+
+
+def sha256(uri: str, chunk: int = 1 << 20) -> tuple[int, str]:
+    """(size in bytes, sha256 hex) of a stored object, read in chunks."""
+    import hashlib
+
+    fs, path = _fs(uri)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with fs.open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                digest.update(block)
+                size += len(block)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"{uri}: read failed ({exc})") from exc
+    return size, digest.hexdigest()
+
+
+class ParquetStreamWriter:
+    """Write a Parquet file batch by batch without holding it in memory: batches go to a local
+    temporary file, which :meth:`close` moves into place atomically (rename for local storage, one
+    upload for object stores). If the block raises, nothing appears at ``uri``.
+
+    The schema is taken from the first batch unless given; an empty file still gets ``schema`` (or,
+    without one, a single ``text`` column) so readers always find a valid Parquet file."""
+
+    def __init__(self, uri: str, schema: "Any" = None):
+        self.uri = uri
+        self.schema = schema
+        self.rows = 0
+        self._writer = None
+        self._tmp: str | None = None
+
+    def __enter__(self) -> "ParquetStreamWriter":
+        return self
+
+    def write(self, data: "Any") -> None:
+        """A RecordBatch, a Table or a list of row dicts."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if isinstance(data, list):
+            if not data:
+                return
+            data = pa.Table.from_pylist(data, schema=self.schema) if self.schema is not None else pa.Table.from_pylist(data)
+        if data.num_rows == 0 and self._writer is not None:
+            return
+        if self._writer is None:
+            import tempfile
+
+            if self.schema is None:
+                self.schema = data.schema
+            fd, self._tmp = tempfile.mkstemp(prefix="synthcorpus-", suffix=".parquet")
+            os.close(fd)
+            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        if data.schema != self.schema:
+            data = data.cast(self.schema) if data.schema.names == self.schema.names else data.select(self.schema.names).cast(self.schema)
+        if isinstance(data, pa.RecordBatch):
+            self._writer.write_batch(data)
+        else:
+            self._writer.write_table(data)
+        self.rows += data.num_rows
+
+    def close(self) -> None:
+        import pyarrow as pa
+
+        if self._writer is None:
+            self.write(pa.table({"text": pa.array([], pa.string())}) if self.schema is None else self.schema.empty_table())
+        self._writer.close()
+        try:
+            fs, path = _fs(self.uri)
+            if _is_local(fs):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                try:
+                    os.replace(self._tmp, path)
+                except OSError as exc:  # the temp dir is on another filesystem: copy beside, then rename
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    _copy_then_rename(self._tmp, path)
+            else:
+                fs.put_file(self._tmp, path)
+        except OSError as exc:
+            raise StorageError(f"{self.uri}: write failed ({exc})") from exc
+        finally:
+            self._discard()
+
+    def _discard(self) -> None:
+        if self._tmp and os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            if self._writer is not None:
+                self._writer.close()
+            self._discard()
+
+
+def _copy_then_rename(src: str, dst: str) -> None:
+    import shutil
+
+    tmp = f"{dst}.tmp-{uuid.uuid4().hex[:8]}"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

@@ -48,3 +48,18 @@ def test_pipeline_publishes_a_version_on_s3(bucket, tmp_path):
     run = RunContext.create(load_spec(spec_path), "s3run")
     assert storage.read_json(run.latest_uri)["version"] == "s3run"
     assert storage.exists(run.run_uri("gate", "data_docs", "index.html"))
+
+
+def test_streaming_parquet_on_s3(bucket):
+    import pyarrow as pa
+
+    uri = f"s3://{bucket}/t/stream.parquet"
+    with storage.ParquetStreamWriter(uri) as w:
+        for k in range(4):
+            w.write(pa.table({"i": list(range(k * 1000, (k + 1) * 1000))}))
+    assert storage.parquet_rows(uri) == 4000
+    batches = list(storage.iter_batches(uri, batch_size=1500))
+    assert [b.num_rows for b in batches] == [1500, 1500, 1000]
+    assert pa.Table.from_batches(batches).column("i").to_pylist() == list(range(4000))
+    size, digest = storage.sha256(uri)
+    assert size == len(storage.read_bytes(uri)) and len(digest) == 64
