@@ -26,9 +26,10 @@ class FakeEngine(Engine):
     def generate(self, prompt: str, params: SamplingParams, seed: int) -> Completion:
         self.calls.append(prompt)
         key = "same" if self.same_text else f"{prompt}|{seed}"
-        h = hashlib.sha256(key.encode()).digest()
-        # English words (language id must see English), in an order unique to the prompt and seed.
-        words = [VOCAB[(h[i % 32] + i * 7 + h[(i * 5) % 32]) % len(VOCAB)] for i in range(self.words)]
+        # English words (language id must see English), in an order unique to the prompt and seed, from a
+        # fresh digest every 32 words: a text that loops would (rightly) fail the Gopher repetition filters.
+        stream = b"".join(hashlib.sha256(f"{key}|{block}".encode()).digest() for block in range(self.words // 32 + 1))
+        words = [VOCAB[stream[i] % len(VOCAB)] for i in range(self.words)]
         text = " ".join(words).capitalize() + "."
         return Completion(text, self.finish_reason, len(prompt.split()), self.words, 0.001)
 

@@ -122,11 +122,11 @@ def _read_parts(output_uri: str) -> tuple[list[Any], int]:
 
 class _Validator:
     def __init__(self, cfg: dict[str, Any]):
-        from .quality.filters import DEFAULT_REFUSAL_PHRASES
+        from .quality.filters import refusal_phrases
         from .spec import QualitySpec
 
         self.quality = QualitySpec.model_validate(cfg["quality"]) if cfg.get("quality") else QualitySpec()
-        self.phrases = DEFAULT_REFUSAL_PHRASES + tuple(p.lower() for p in self.quality.refusal_phrases)
+        self.phrases = refusal_phrases(self.quality)  # language -> phrases, built once per shard
 
     def reason(self, row: dict[str, Any], result: Completion | EngineError) -> str | None:
         from .quality.filters import reject_reason

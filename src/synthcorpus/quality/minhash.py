@@ -34,7 +34,6 @@ words (empty after normalization) get no signature (``n_shingles == 0``) and are
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Iterator
@@ -298,7 +297,6 @@ def signature_shard(run: RunContext, shard_uri: str, params: MinHashParams | Non
     """Signatures + band hashes of one filtered shard -> ``dedup/signatures/shard-XXXXX.parquet``.
     Idempotent: a committed output made with the same signature parameters is reused."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     params = params or MinHashParams()
     index = shard_index(shard_uri) if shard is None else shard
@@ -307,13 +305,12 @@ def signature_shard(run: RunContext, shard_uri: str, params: MinHashParams | Non
     if done is not None and done.get("params") == params.signature_key():
         return out_uri
     schema = _schema(params, index)
-    src = pq.ParquetFile(pa.BufferReader(storage.read_bytes(shard_uri)))
-    names = set(src.schema_arrow.names)
+    names = set(storage.parquet_schema(shard_uri).names)
     cols = ["text"] + (["prompt_id"] if "prompt_id" in names else [])
-    buf = io.BytesIO()
     rows = empty = 0
-    with pq.ParquetWriter(buf, schema, compression="zstd") as writer:
-        for batch in src.iter_batches(batch_size=params.batch_size, columns=cols):
+    # Streamed: one record batch of texts in memory at a time, signatures written batch by batch.
+    with storage.ParquetStreamWriter(out_uri, schema) as writer:
+        for batch in storage.iter_batches(shard_uri, cols, params.batch_size):
             texts = [t or "" for t in batch.column("text").to_pylist()]
             sig, counts = _batch_signatures(texts, params)
             bands = _band_hashes(sig, params)
@@ -323,10 +320,9 @@ def signature_shard(run: RunContext, shard_uri: str, params: MinHashParams | Non
                       pa.array(counts.astype(np.int32))]
             arrays += [pa.array(bands[:, i]) for i in range(params.bands)]
             arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1)), params.num_perm))
-            writer.write_batch(pa.record_batch(arrays, schema=schema))
+            writer.write(pa.record_batch(arrays, schema=schema))
             rows += n
             empty += int((counts == 0).sum())
-    storage.write_bytes(out_uri, buf.getvalue())
     storage.write_json(storage.marker(out_uri), {"uri": out_uri, "rows": rows, "shard": index, "source": shard_uri,
                                                  "no_shingles": empty, "params": params.signature_key()})
     return out_uri
