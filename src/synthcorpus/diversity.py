@@ -23,7 +23,11 @@ def opening(text: str, n: int = OPENING_WORDS) -> str:
 
 def opening_report(texts: Iterable[str]) -> dict[str, Any]:
     """Share of the most common first-8-word openings; ``max_opening_share`` is what the gate can bound."""
-    counts = Counter(opening(t) for t in texts if t and t.strip())
+    return opening_report_from_counts(Counter(opening(t) for t in texts if t and t.strip()))
+
+
+def opening_report_from_counts(counts: Counter[str]) -> dict[str, Any]:
+    """The same report from opening counts (merged from per-shard counts, so no stage needs every text)."""
     total = sum(counts.values())
     top = [{"opening": o, "count": c, "share": round(c / total, 6)} for o, c in counts.most_common(TOP_OPENINGS)]
     return {

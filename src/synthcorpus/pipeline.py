@@ -20,5 +20,7 @@ def run_pipeline(spec_path: str, run_id: str) -> dict[str, Any]:
     sigs = [tasks.signatures(spec_path, run_id, uri) for uri in docs]
     near = tasks.near_dedup(spec_path, run_id, docs, sigs)
     clean = tasks.decontaminate(spec_path, run_id, near["outputs"]["documents"])
+    for uri in clean["outputs"]["documents"]:
+        tasks.validate_shard(spec_path, run_id, uri)
     tasks.gate(spec_path, run_id, clean["outputs"]["documents"])
     return tasks.publish(spec_path, run_id)

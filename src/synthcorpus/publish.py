@@ -8,7 +8,6 @@ a half-written version; a crash before the manifest leaves files that no pointer
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 from typing import Any
@@ -126,24 +125,29 @@ def publish(run: RunContext) -> StageResult:
             return StageResult("publish", {"version": run.version_uri(), "manifest": manifest_uri, "latest": run.latest_uri},
                                {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version, "skipped": True})
     else:
-        # Exactly the documents the gate validated.
-        tables = [storage.read_parquet(u) for u in gate["documents"]]
-        tables = [t for t in tables if t.num_rows]
-        docs = pa.concat_tables(tables, promote_options="default") if tables else None
-        n = docs.num_rows if docs is not None else 0
+        # Exactly the documents the gate validated, streamed batch by batch into files of rows_per_file.
+        sources = [u for u in gate["documents"] if storage.parquet_rows(u)]
+        n = sum(storage.parquet_rows(u) for u in sources)
         if n == 0:
             raise PublishError(f"{gate_uri}: expected at least one gated document to publish, found none")
-        docs = docs.select([c for c in PUBLISHED_COLUMNS if c in docs.column_names])
+        unified = pa.unify_schemas([storage.parquet_schema(u) for u in sources], promote_options="default")
+        schema = pa.schema([unified.field(c) for c in PUBLISHED_COLUMNS if c in unified.names])
         per_file = run.spec.publish.rows_per_file
         n_files = -(-n // per_file)
         files = []
+        batches = _rebatch((_conform(pa, b, schema) for u in sources for b in storage.iter_batches(u, schema.names, 4096)),
+                           per_file)
         for i in range(n_files):
-            part = docs.slice(i * per_file, per_file)
             rel = f"data/train-{i:05d}-of-{n_files:05d}.parquet"
             uri = run.version_uri(rel)
-            storage.write_parquet(uri, part)
-            data = storage.read_bytes(uri)  # hash what was stored, not what we meant to store
-            files.append({"path": rel, "rows": part.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+            with storage.ParquetStreamWriter(uri, schema) as writer:
+                while writer.rows < per_file:
+                    batch = next(batches, None)
+                    if batch is None:
+                        break
+                    writer.write(batch)
+            size, digest = storage.sha256(uri)  # hash what was stored, not what we meant to store
+            files.append({"path": rel, "rows": writer.rows, "bytes": size, "sha256": digest})
         _, lineage = write_run_lineage(run, gate)
         manifest = {
             "corpus": run.spec.name,
@@ -152,7 +156,7 @@ def publish(run: RunContext) -> StageResult:
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "rows": n,
             "files": files,
-            "schema": {f.name: str(f.type) for f in docs.schema},
+            "schema": {f.name: str(f.type) for f in schema},
             "spec_sha256": run.spec.spec_hash(),
             "gate": {"passed": gate["passed"], "override": gate.get("override")},
         }
@@ -166,11 +170,28 @@ def publish(run: RunContext) -> StageResult:
                        {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version}).save(run)
 
 
+def _conform(pa: Any, batch: Any, schema: Any) -> Any:
+    """A batch with exactly ``schema``'s columns and types (a shard may lack a column or type it as null)."""
+    arrays = [batch.column(f.name).cast(f.type) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
+              for f in schema]
+    return pa.record_batch(arrays, schema=schema)
+
+
+def _rebatch(batches: Any, per_file: int) -> Any:
+    """Split batches so none crosses a ``per_file`` boundary of the running row count."""
+    written = 0
+    for batch in batches:
+        while batch.num_rows:
+            room = per_file - written % per_file
+            head, batch = batch.slice(0, room), batch.slice(room)
+            written += head.num_rows
+            yield head
+
+
 def verify_version(version_uri: str) -> dict[str, Any]:
     """Re-hash every file of a published version against its manifest; raises PublishError on mismatch."""
     manifest = storage.read_json(storage.join(version_uri, "manifest.json"))
     for f in manifest["files"]:
-        data = storage.read_bytes(storage.join(version_uri, f["path"]))
-        if hashlib.sha256(data).hexdigest() != f["sha256"]:
+        if storage.sha256(storage.join(version_uri, f["path"]))[1] != f["sha256"]:
             raise PublishError(f"{version_uri}/{f['path']}: sha256 does not match manifest.json")
     return manifest

@@ -31,6 +31,15 @@ def _diversity_line(d: dict[str, Any] | None) -> str:
             f"\"{top['opening'][:40]}\"; prompt near-dup rate {p.get('near_duplicate_rate', 0):.1%}")
 
 
+def _metrics_line(m: dict[str, Any] | None) -> str:
+    if not m or "n_words_p50" not in m:
+        return "metrics     n/a"
+    shares = ", ".join(f"{d} {m[f'{d}_min_share']:.0%}-{m[f'{d}_max_share']:.0%}" for d in ("format", "audience", "topic")
+                       if f"{d}_max_share" in m)
+    return (f"metrics     duplicate rate {m['duplicate_rate']:.1%}; words p05/p50/p95 {m['n_words_p05']:.0f}/"
+            f"{m['n_words_p50']:.0f}/{m['n_words_p95']:.0f}; share per value: {shares}")
+
+
 def format_summary(lineage: dict[str, Any], where: str | None) -> str:
     c = lineage["counts"]
     gate = lineage.get("gate") or {}
@@ -56,9 +65,15 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
             f"{want}: " + ", ".join(f"{n} detected {got}" for got, n in found.items())
             for want, found in (lineage.get("language_confusion") or {}).items()) or "n/a"),
         _diversity_line(lineage.get("diversity")),
+        _metrics_line(gate.get("metrics")),
         f"gate        {'PASSED' if gate.get('passed') else 'FAILED'}: {gc.get('successful')}/{gc.get('evaluated')} expectations"
+        + (f" ({len(gate['shards'])} shards validated, then run metrics)" if gate.get("shards") else "")
         + (f"; data docs {gate.get('data_docs')}" if gate.get("data_docs") else ""),
     ]
+    if gate.get("validation_json"):
+        lines.append(f"  results   {gate['validation_json']}")
+    if gate.get("override"):
+        lines.append(f"  override  published anyway: {gate['override']['reason']}")
     for f in gate.get("expectations", []):
         if not f.get("success"):
             lines.append(f"  failed    {f['expectation']} {f.get('column') or ''}: observed {f['observed']}, expected {f['expected']}")

@@ -96,6 +96,13 @@ def decontaminate(spec_path: str, run_id: str, document_uris: list[str]) -> dict
     return stage(open_run(spec_path, run_id), document_uris).to_dict()
 
 
+def validate_shard(spec_path: str, run_id: str, document_uri: str) -> dict[str, Any]:
+    from .gate_stage import validate_shard as stage
+
+    result = stage(open_run(spec_path, run_id), document_uri)
+    return {k: result[k] for k in ("shard", "source", "rows", "passed")}  # the profile stays in storage
+
+
 def gate(spec_path: str, run_id: str, document_uris: list[str], override_reason: str | None = None) -> dict[str, Any]:
     from .gate_stage import quality_gate
 

@@ -46,7 +46,7 @@ def test_shipped_specs_parse_fast_without_heavy_imports(tmp_path):
     tasks = result["dags"]["synthcorpus_demo"]["tasks"]
     assert tasks == sorted(["seeds", "topics", "prompts", "plan_shards", "generate", "filter_shard", "dedup",
                             "dedup_shards", "minhash_signatures", "near_dedup",
-                            "decontaminate", "quality_gate", "publish", "summary"])
+                            "decontaminate", "clean_shards", "validate_shard", "quality_gate", "publish", "summary"])
     assert result["heavy"] == [], f"imported at parse time: {result['heavy']}"
     assert result["parse_s"] < 1.0, f"parsing all DAG files took {result['parse_s']:.2f}s"
 

@@ -79,6 +79,11 @@ def test_tiny_corpus_runs_end_to_end(airflow_env):
     assert shards == 3
     assert jobs[("COMPLETE", "synthcorpus_tiny.generate")] == shards
     assert jobs[("COMPLETE", "synthcorpus_tiny.filter_shard")] == shards
+    # The gate validated each document shard in its own mapped task, then the run metrics.
+    assert jobs[("COMPLETE", "synthcorpus_tiny.validate_shard")] == shards
+    report = json.loads((corpus / "runs" / "e2e-1" / "gate" / "report.json").read_text())
+    assert [s["shard"] for s in report["shards"]] == [f"shard-{i:05d}" for i in range(shards)]
+    assert report["metrics"]["documents"] == table.num_rows and "n_words_p50" in report["metrics"]
 
     # Re-running the same run name skips committed shards and republishes nothing new.
     before = {p: p.stat().st_mtime_ns for p in (corpus / "runs" / "e2e-1" / "generate").glob("*.parquet")}
@@ -94,8 +99,10 @@ def test_failing_gate_fails_the_dag_run_and_publishes_nothing(airflow_env):
                                        **{"generation.max_tokens": 24, "quality.min_documents": 50}))
     res = dags_test(env, "synthcorpus_strict", "e2e-fail")
     out = res.stdout + res.stderr
-    assert "quality gate failed: 1 expectation(s) not met" in out
-    assert "expect_table_row_count_to_be_between" in out and ">= 50" in out
+    assert "quality gate failed: " in out and "expectation(s) not met" in out
+    # The failed-expectations table, in the task log: batch, expectation, column, expected, observed.
+    assert any("run_metrics" in line and "documents" in line and ">= 50" in line and "FAILED" in line
+               for line in out.splitlines()), out[-3000:]
     assert res.returncode != 0  # the DAG run failed, so `airflow dags test` (and `make demo`) fails
     events = [json.loads(line) for line in (base / "airflow" / "openlineage" / "events.jsonl").read_text().splitlines()]
     assert any(e["eventType"] == "FAIL" and e["job"]["name"] == "synthcorpus_strict.quality_gate" for e in events)

@@ -92,7 +92,7 @@ def test_gate_failure_publishes_nothing_and_keeps_latest(spec_path, tmp_path):
     strict = write_spec(tmp_path, tiny_spec_dict(documents=10, **{"quality.min_documents": 5}), "strict.yaml")
     with pytest.raises(GateFailed) as info:
         run_all(str(strict), "bad", FakeEngine(same_text=True))
-    assert "expect_table_row_count_to_be_between" in str(info.value)
+    assert "documents" in str(info.value) and ">= 5" in str(info.value)
     bad = RunContext.create(spec, "bad")
     assert not storage.exists(bad.version_uri())  # not a single file under the version
     assert storage.read_json(bad.latest_uri) == latest_before
@@ -178,7 +178,7 @@ def test_gate_override_publishes_with_an_audited_reason(tmp_path, storage_uri):
     lineage = json.load(open(f"{version}/lineage.json"))
     assert lineage["gate"]["passed"] is False
     assert lineage["gate"]["override"]["reason"] == "release for ablation study, ticket DATA-42"
-    assert lineage["gate"]["override"]["failed_expectations"] == ["expect_table_row_count_to_be_between"]
+    assert lineage["gate"]["override"]["failed_expectations"] == ["expect_column_values_to_be_between (documents)"]
     assert "published by override: release for ablation study" in open(f"{version}/README.md").read()
     assert storage.read_json(run.latest_uri)["version"] == "r1"
 

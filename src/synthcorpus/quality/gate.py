@@ -1,7 +1,8 @@
-"""The quality gate: a Great Expectations (GX Core 1.x) checkpoint over the surviving documents.
+"""The quality gate: Great Expectations (GX Core 1.x) checkpoints over the surviving documents.
 
-Two batches are validated against a file Data Context rooted at ``workdir``: ``documents`` (one row
-per document) and ``run_metrics`` (one row of run-level counters). Each batch has its own Checkpoint
+A suite is a list of :class:`Check` on two batches, validated against a file Data Context rooted at
+``workdir``: ``documents`` (one row per document; the release validates it shard by shard) and
+``run_metrics`` (one row of run-level counters). Each batch has its own Checkpoint
 (GX passes one ``batch_parameters`` dict to every validation definition of a Checkpoint, so two
 dataframes cannot share one); both runs share a run id and update the same Data Docs site on disk.
 A failed gate does not raise here: the caller checks :attr:`QualityReport.passed` and raises
@@ -27,7 +28,30 @@ _COLUMNS = ("batch", "expectation", "column", "expected", "observed", "success")
 
 
 @dataclass(frozen=True)
+class Check:
+    """One expectation of the release suite: on which batch, which GX expectation (snake-case name, as
+    in the spec and GX's docs), its arguments, and the human-readable expected value for the report."""
+
+    batch: str  # "documents" (one row per document; validated per shard) | "run_metrics" (one row)
+    type: str
+    kwargs: dict
+    label: str
+
+    def key(self) -> tuple[str, str, Any]:
+        return self.batch, self.type, self.kwargs.get("column")
+
+
+def between(batch: str, column: str, lo: float | None, hi: float | None) -> Check:
+    kwargs = {"column": column, **({"min_value": lo} if lo is not None else {}), **({"max_value": hi} if hi is not None else {})}
+    label = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+    return Check(batch, "expect_column_values_to_be_between", kwargs, label)
+
+
+@dataclass(frozen=True)
 class GateThresholds:
+    """The small fixed suite (documents and run metrics in one call); specs build a fuller one in
+    ``gate_stage.release_checks``."""
+
     min_documents: int
     max_filtered_share: float
     min_words: int
@@ -36,6 +60,29 @@ class GateThresholds:
     check_canaries: bool = False  # every planted contamination canary must have been caught
     min_language_match_rate: float | None = None  # None: not checked
     extra: tuple = ()  # user expectations: (batch, GX expectation name, kwargs) from the spec
+
+    def checks(self) -> list[Check]:
+        out = [
+            Check("documents", "expect_table_row_count_to_be_between", {"min_value": self.min_documents}, f">= {self.min_documents}"),
+            Check("documents", "expect_column_values_to_not_be_null", {"column": "text"}, "not null"),
+            between("documents", "n_words", self.min_words, self.max_words),
+            Check("documents", "expect_column_values_to_be_unique", {"column": "text_hash"}, "unique"),
+            between("run_metrics", "filtered_share", 0, self.max_filtered_share),
+        ]
+        if self.min_language_match_rate is not None:
+            out.append(between("run_metrics", "language_match_rate", self.min_language_match_rate, None))
+        if self.check_canaries:
+            out.append(Check("run_metrics", "expect_column_values_to_be_between",
+                             {"column": "canaries_missed", "min_value": 0, "max_value": 0}, "0 (all caught)"))
+        if self.max_opening_share is not None:
+            out.append(between("run_metrics", "max_opening_share", 0, self.max_opening_share))
+        out += [user_check(batch, name, kwargs) for batch, name, kwargs in self.extra]
+        return out
+
+
+def user_check(batch: str, name: str, kwargs: dict) -> Check:
+    shown = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "column")
+    return Check(batch, name, dict(kwargs), f"{shown} (spec)")
 
 
 @dataclass
@@ -74,6 +121,7 @@ def _cell(value: Any, limit: int = 60) -> str:
         return {True: "ok", False: "FAILED", None: "-"}[value]
     if isinstance(value, dict) and "unexpected_count" in value:  # column-map result
         value = f"{value['unexpected_count']}/{value['element_count']} unexpected" + (
+            f" in {', '.join(value['failed_shards'])}" if value.get("failed_shards") else "") + (
             f": {', '.join(value['unexpected_examples'])}" if value["unexpected_examples"] else "")
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -97,88 +145,106 @@ def _observed(result: dict, exception_info: dict) -> Any:
             "unexpected_examples": examples}
 
 
-def _build_suites(gx: Any, t: GateThresholds, suite_name: str) -> dict[str, tuple[Any, dict]]:
-    """Per batch: (suite, {(expectation type, column): human-readable expectation})."""
-    E = gx.expectations
-    plan = {
-        "documents": [
-            (E.ExpectTableRowCountToBeBetween(min_value=t.min_documents), f">= {t.min_documents}"),
-            (E.ExpectColumnValuesToNotBeNull(column="text"), "not null"),
-            (E.ExpectColumnValuesToBeBetween(column="n_words", min_value=t.min_words, max_value=t.max_words),
-             f"between {t.min_words} and {t.max_words}"),
-            (E.ExpectColumnValuesToBeUnique(column="text_hash"), "unique"),
-        ],
-        "run_metrics": [
-            (E.ExpectColumnValuesToBeBetween(column="filtered_share", min_value=0, max_value=t.max_filtered_share),
-             f"between 0 and {t.max_filtered_share:g}"),
-        ],
-    }
-    if t.min_language_match_rate is not None:
-        plan["run_metrics"].append(
-            (E.ExpectColumnValuesToBeBetween(column="language_match_rate", min_value=t.min_language_match_rate, max_value=1),
-             f">= {t.min_language_match_rate:g}")
-        )
-    if t.check_canaries:
-        plan["run_metrics"].append(
-            (E.ExpectColumnValuesToBeBetween(column="canaries_missed", min_value=0, max_value=0), "0 (all caught)")
-        )
-    if t.max_opening_share is not None:
-        plan["run_metrics"].append(
-            (E.ExpectColumnValuesToBeBetween(column="max_opening_share", min_value=0, max_value=t.max_opening_share),
-             f"between 0 and {t.max_opening_share:g}")
-        )
-    if t.extra:
-        from .gx_catalog import load
+def _build_suites(gx: Any, checks: list[Check], suite_name: str) -> dict[str, tuple[Any, dict]]:
+    """Per batch: (suite, {expectation key: [(index of the check in ``checks``, human-readable expectation)]}).
+    Results are matched back to their checks by type + arguments (:func:`_key`), not by position: GX
+    reorders a stored suite and merges identical expectations (a user's copy of a built-in one), and one
+    suite may hold the same type on the same column twice with different arguments."""
+    from .gx_catalog import load
 
-        catalog = load()
-        for batch, name, kwargs in t.extra:
-            expectation = getattr(E, catalog[name]["class"])(**kwargs)
-            shown = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "column")
-            plan[batch].append((expectation, f"{shown} (spec)"))
-    suites = {}
-    for batch, items in plan.items():
-        suite = gx.ExpectationSuite(name=f"{suite_name}.{batch}")
-        for expectation, _ in items:
-            suite.add_expectation(expectation)
-        labels = {(e.expectation_type, getattr(e, "column", None)): label for e, label in items}
-        suites[batch] = (suite, labels)
+    catalog = load()
+    suites: dict[str, tuple[Any, dict]] = {}
+    for index, check in enumerate(checks):
+        if check.type not in catalog:
+            raise ValueError(f"quality gate: {check.type!r} is not a GX expectation")
+        if check.batch not in suites:
+            suites[check.batch] = (gx.ExpectationSuite(name=f"{suite_name}.{check.batch}"), {})
+        suite, labels = suites[check.batch]
+        suite.add_expectation(getattr(gx.expectations, catalog[check.type]["class"])(**check.kwargs))
+        labels.setdefault(_key(check.type, check.kwargs), []).append((index, check.label))
     return suites
+
+
+def _key(type_: str, kwargs: dict) -> str:
+    """Type + arguments, as GX reports them back (numbers as floats, no batch id)."""
+    def norm(v: Any) -> Any:
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, (list, tuple)):
+            return [norm(x) for x in v]
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        return str(v)
+
+    return json.dumps([type_, {k: norm(v) for k, v in kwargs.items() if k != "batch_id"}], sort_keys=True)
 
 
 def run_quality_gate(
     documents: pd.DataFrame, run_metrics: dict, thresholds: GateThresholds, workdir: Path, suite_name: str
 ) -> QualityReport:
     """Validate ``documents`` and ``run_metrics`` against ``thresholds``; never raises on a failed gate."""
+    import pandas as pd
+
+    return validate({"documents": documents, "run_metrics": pd.DataFrame([dict(run_metrics)])}, thresholds.checks(),
+                    workdir, suite_name)
+
+
+GX_RESULT_DIRS = ("gx/expectations", "gx/uncommitted/validations")
+
+
+def gx_result_files(workdir: Path) -> dict[str, bytes]:
+    """The suites and validation results of a validate() run (a few KB of JSON): what another run's
+    Data Docs need to show it. The rendered site itself (~4 MB of fonts and images) is not included."""
+    workdir = Path(workdir)
+    return {str(p.relative_to(workdir)): p.read_bytes() for d in GX_RESULT_DIRS for p in sorted((workdir / d).rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def validate(frames: dict[str, pd.DataFrame], checks: list[Check], workdir: Path, suite_name: str,
+             run_name: str | None = None, include: dict[str, bytes] | None = None, data_docs: bool = True) -> QualityReport:
+    """Run ``checks`` on the batches in ``frames`` (one GX Checkpoint per batch, Data Docs under
+    ``workdir``); never raises on a failed expectation. Checks of batches not in ``frames`` are skipped.
+
+    ``include``: suites and validation results of other runs (from :func:`gx_result_files`, e.g. one per
+    shard), added to the context first, so this run's Data Docs site shows them all. ``data_docs=False``
+    skips rendering (for runs whose results are included elsewhere)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
-    import pandas as pd
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    docs = documents
-    if docs.empty:  # an empty frame may arrive without columns; give it the schema so it fails on row count only
-        docs = docs.reindex(columns=list(dict.fromkeys([*docs.columns, *DOCUMENT_COLUMNS])))
-    frames = {"documents": docs, "run_metrics": pd.DataFrame([dict(run_metrics)])}
+    frames = dict(frames)
+    docs = frames.get("documents")
+    if docs is not None and docs.empty:  # an empty frame may arrive without columns; give it the schema
+        frames["documents"] = docs.reindex(columns=list(dict.fromkeys([*docs.columns, *DOCUMENT_COLUMNS])))
+    metrics_row = frames["run_metrics"].to_dict("records")[0] if "run_metrics" in frames and len(frames["run_metrics"]) == 1 else {}
 
+    for rel, data in (include or {}).items():
+        (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / rel).write_bytes(data)
     context = gx.get_context(mode="file", project_root_dir=workdir)
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm noise in task logs
     source = context.data_sources.add_or_update_pandas(name=suite_name)
-    run_id = RunIdentifier(run_name=suite_name, run_time=dt.datetime.now(dt.timezone.utc))
+    run_id = RunIdentifier(run_name=run_name or suite_name, run_time=dt.datetime.now(dt.timezone.utc))
     expectations, validation = [], {"success": True, "run_id": run_id.to_json_dict(), "results": {}}
     # One Checkpoint per batch (see module docstring); the shared run_id groups both runs in Data Docs.
-    for batch, (suite, labels) in _build_suites(gx, thresholds, suite_name).items():
+    checks = [c for c in checks if c.batch in frames]
+    for batch, (suite, labels) in _build_suites(gx, checks, suite_name).items():
+        stored = context.suites.add_or_update(suite)
         batch_def = source.add_dataframe_asset(name=batch).add_batch_definition_whole_dataframe(batch)
         definition = context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=suite.name, data=batch_def, suite=context.suites.add_or_update(suite))
+            gx.ValidationDefinition(name=suite.name, data=batch_def, suite=stored)
         )
         checkpoint = context.checkpoints.add_or_update(
             gx.Checkpoint(
                 name=suite.name,
                 validation_definitions=[definition],
-                actions=[UpdateDataDocsAction(name="update_data_docs")],
+                actions=[UpdateDataDocsAction(name="update_data_docs")] if data_docs and not include else [],
                 result_format={"result_format": "SUMMARY"},
             )
         )
@@ -191,17 +257,26 @@ def run_quality_gate(
                 config = r["expectation_config"]
                 column = config["kwargs"].get("column")
                 observed = _observed(r.get("result") or {}, r.get("exception_info") or {})
-                if batch == "run_metrics" and column in run_metrics:  # one row: the value itself says more
-                    observed = run_metrics[column]
-                expectations.append({
-                    "batch": batch,
-                    "expectation": config["type"],
-                    "column": column,
-                    "expected": labels.get((config["type"], column), json.dumps(config["kwargs"], default=str)),
-                    "observed": observed,
-                    "success": bool(r["success"]),
-                })
+                if batch == "run_metrics" and column in metrics_row:  # one row: the value itself says more
+                    observed = metrics_row[column]
+                fallback = [(None, json.dumps(config["kwargs"], default=str))]
+                for index, label in labels.get(_key(config["type"], config["kwargs"]), fallback):
+                    expectations.append({
+                        "batch": batch,
+                        "check": index,
+                        "expectation": config["type"],
+                        "column": column,
+                        "expected": label,
+                        "observed": observed,
+                        "success": bool(r["success"]),
+                    })
+    expectations.sort(key=lambda e: (e["check"] is None, e["check"] or 0))  # the suite's order
 
+    if not data_docs:
+        return QualityReport(passed=validation["success"] and all(e["success"] for e in expectations),
+                             expectations=_jsonable(expectations), validation=_jsonable(validation))
+    if include:
+        context.build_data_docs()  # the whole site: included results and this run's
     sites = context.get_docs_sites_urls()
     index = next((Path(s["site_url"].removeprefix("file://")) for s in sites if s.get("site_url")), None)
     if index is None or not index.exists():
