@@ -491,6 +491,8 @@ class SpecError(ValueError):
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad mapping key: the key itself is named just before
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
