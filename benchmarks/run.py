@@ -3,6 +3,9 @@ side by side in the same run.
 
 topic_extraction: see benchmarks/topics_bench.py (samples/s and peak memory at 10k and 100k seeds).
 
+quality_throughput, gate_vs_pandas: see benchmarks/quality_bench.py (filter stage + MinHash vs datatrove's
+MinHash stages at 100k and 1M docs; the GX gate vs the same checks in pandas on 1M rows).
+
 worker_overhead: the worker entrypoint (read plan shard, generate, commit output + marker) versus
 calling the engine directly on the same prompts with the same greedy sampling, both including model
 load. Target: worker/direct throughput >= 0.97.
@@ -85,8 +88,23 @@ def minhash() -> None:
     minhash_bench.minhash()
 
 
+def quality_throughput() -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import quality_bench
+
+    quality_bench.quality_throughput()
+
+
+def gate_vs_pandas() -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import quality_bench
+
+    quality_bench.gate_vs_pandas()
+
+
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "minhash", "topic_extraction"]
+    wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "minhash", "topic_extraction",
+                             "quality_throughput", "gate_vs_pandas"]
     for name in wanted:
         globals()[name]()
