@@ -285,6 +285,38 @@ def _merge_document_results(shards: list[dict[str, Any]], checks: list[Check]) -
     return merged
 
 
+def report_html(run: RunContext, summary: dict[str, Any]) -> str:
+    """The gate report as one self-contained HTML page (GX's Data Docs index needs JavaScript from a CDN
+    to list its validations; this page reads offline), linking each shard's and the run's Data Docs page."""
+    from html import escape
+
+    from .quality.gate import format_cell
+
+    pages = [u for u in storage.list_files(run.run_uri("gate", "data_docs", "validations")) if u.endswith(".html")]
+    links = "".join(f'<li><a href="data_docs/{escape(u.split("/gate/data_docs/", 1)[1])}">'
+                    f'{escape(u.split("/validations/", 1)[1].rsplit("/", 2)[0])}</a></li>' for u in pages)
+    rows = "".join(
+        f'<tr class="{"ok" if e["success"] else "failed"}"><td>{escape(e["batch"])}</td><td>{escape(e["expectation"])}</td>'
+        f'<td>{escape(str(e["column"] or ""))}</td><td>{escape(str(e["expected"]))}</td>'
+        f'<td>{escape(format_cell(e["observed"], limit=200))}</td><td>{"ok" if e["success"] else "FAILED"}</td></tr>'
+        for e in summary["expectations"])
+    metrics = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in summary["metrics"].items())
+    override = (f"<p><b>Published by override:</b> {escape(summary['override']['reason'])}</p>"
+                if summary.get("override") else "")
+    status = "PASSED" if summary["passed"] else "FAILED"
+    c = summary["counts"]
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(run.spec.name)} {escape(run.run_id)}: gate {status}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
+tr.failed td{{background:#fde2e2}}tr.ok td:last-child{{color:#1a7f37}}</style></head><body>
+<h1>Quality gate {status}: {escape(run.spec.name)} / {escape(run.run_id)}</h1>
+<p>{c["successful"]} of {c["evaluated"]} expectations met; {len(summary["shards"])} document shards validated, then the run metrics.</p>{override}
+<table><tr><th>batch</th><th>expectation</th><th>column</th><th>expected</th><th>observed</th><th>result</th></tr>{rows}</table>
+<h2>Run metrics</h2><table>{metrics}</table>
+<h2>Great Expectations Data Docs</h2><ul>{links}</ul><p><a href="data_docs/index.html">Data Docs index</a></p>
+</body></html>
+"""
+
+
 def quality_gate(run: RunContext, document_uris: list[str], override_reason: str | None = None) -> StageResult:
     """Validate the run (per shard, then run metrics); on failure keep a quarantine copy of the report
     and raise GateFailed, unless an explicit override reason is given: then the run may be published
@@ -310,7 +342,7 @@ def quality_gate(run: RunContext, document_uris: list[str], override_reason: str
                                                   for s in shards}})
     storage.write_json(run.run_uri("gate", "validation.json"), report.validation)
     summary = {**report.to_dict(), "metrics": metrics, "data_docs": docs_uri,
-               "validation_json": run.run_uri("gate", "validation.json"),
+               "validation_json": run.run_uri("gate", "validation.json"), "report_html": run.run_uri("gate", "report.html"),
                "shards": [{k: s[k] for k in ("shard", "source", "rows", "passed")} for s in shards],
                "documents": list(document_uris), "override": None}
     reason = (override_reason or "").strip()
@@ -321,6 +353,7 @@ def quality_gate(run: RunContext, document_uris: list[str], override_reason: str
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
     storage.write_json(run.run_uri("gate", "report.json"), summary)
+    storage.write_text(run.run_uri("gate", "report.html"), report_html(run, summary))
     log.info("quality gate %s\n%s", "PASSED" if report.passed else "FAILED", report.table())
     if not report.passed:
         # Quarantine: one place listing every run that failed its gate, with its report.

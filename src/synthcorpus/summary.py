@@ -70,6 +70,8 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
         + (f" ({len(gate['shards'])} shards validated, then run metrics)" if gate.get("shards") else "")
         + (f"; data docs {gate.get('data_docs')}" if gate.get("data_docs") else ""),
     ]
+    if gate.get("report_html"):
+        lines.append(f"  report    {gate['report_html']}")
     if gate.get("validation_json"):
         lines.append(f"  results   {gate['validation_json']}")
     if gate.get("override"):

@@ -105,6 +105,11 @@ def test_passing_run_validates_each_shard_and_the_run_metrics(storage_uri):
         assert name in index
     pages = [u for u in storage.list_files(run.run_uri("gate", "data_docs", "validations")) if u.endswith(".html")]
     assert len(pages) == 4
+    # The readable-offline report page lists every expectation and links every Data Docs page.
+    html = storage.read_bytes(run.run_uri("gate", "report.html")).decode()
+    assert "Quality gate PASSED" in html and html.count("<tr class=\"ok\">") == len(report["expectations"])
+    for page in pages:
+        assert "data_docs/" + page.split("/gate/data_docs/", 1)[1] in html
     validation = storage.read_json(run.run_uri("gate", "validation.json"))
     assert set(validation["shards"]) == {"shard-00000", "shard-00001", "shard-00002"}
     assert all(storage.exists(u) for u in validation["shards"].values())
@@ -182,6 +187,8 @@ def test_a_bad_shard_is_named_in_the_failure(storage_uri):
     assert failures["n_words"]["observed"]["failed_shards"] == ["shard-00001"]
     assert failures["n_words"]["observed"]["unexpected_count"] == 1
     assert "in shard-00001" in str(err.value)
+    html = storage.read_bytes(run.run_uri("gate", "report.html")).decode()
+    assert "Quality gate FAILED" in html and html.count('<tr class="failed">') == 2 and "shard-00001" in html
     shards = storage.read_json(run.run_uri("gate", "report.json"))["shards"]
     assert [s["passed"] for s in shards] == [True, False, True]
 

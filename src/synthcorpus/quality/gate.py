@@ -97,7 +97,7 @@ class QualityReport:
 
     def table(self, only_failed: bool = False) -> str:
         rows = self.failures() if only_failed else self.expectations
-        cells = [[_cell(r[c]) for c in _COLUMNS] for r in rows]
+        cells = [[format_cell(r[c]) for c in _COLUMNS] for r in rows]
         widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(_COLUMNS)]
         line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
         out = [line(_COLUMNS), line(["-" * w for w in widths])] + [line(row) for row in cells]
@@ -116,7 +116,7 @@ class GateFailed(RuntimeError):
         super().__init__(f"quality gate failed: {n} expectation(s) not met\n{report.table(only_failed=True)}")
 
 
-def _cell(value: Any, limit: int = 60) -> str:
+def format_cell(value: Any, limit: int = 60) -> str:
     if value is None or isinstance(value, bool):
         return {True: "ok", False: "FAILED", None: "-"}[value]
     if isinstance(value, dict) and "unexpected_count" in value:  # column-map result
