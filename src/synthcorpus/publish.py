@@ -126,8 +126,9 @@ def publish(run: RunContext) -> StageResult:
                                {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version, "skipped": True})
     else:
         # Exactly the documents the gate validated, streamed batch by batch into files of rows_per_file.
-        sources = [u for u in gate["documents"] if storage.parquet_rows(u)]
-        n = sum(storage.parquet_rows(u) for u in sources)
+        rows = {u: storage.parquet_rows(u) for u in gate["documents"]}
+        sources = [u for u, r in rows.items() if r]
+        n = sum(rows.values())
         if n == 0:
             raise PublishError(f"{gate_uri}: expected at least one gated document to publish, found none")
         unified = pa.unify_schemas([storage.parquet_schema(u) for u in sources], promote_options="default")

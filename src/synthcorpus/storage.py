@@ -7,6 +7,7 @@ marker (``<file>.commit.json``, carrying stats) exist; readers and re-runs trust
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -127,7 +128,12 @@ def marker(uri: str) -> str:
 def commit(uri: str, table: "Any", stats: dict[str, Any]) -> None:
     """Write a shard atomically, then its marker: a shard without a marker does not exist."""
     write_parquet(uri, table)
-    write_json(marker(uri), {"uri": uri, "rows": table.num_rows, **stats})
+    write_marker(uri, table.num_rows, stats)
+
+
+def write_marker(uri: str, rows: int, stats: dict[str, Any]) -> None:
+    """Commit a shard already written at ``uri`` (e.g. by a ParquetStreamWriter): its marker, last."""
+    write_json(marker(uri), {"uri": uri, "rows": rows, **stats})
 
 
 def committed(uri: str) -> dict[str, Any] | None:
@@ -146,20 +152,16 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
 # ------------------------------------------------------------------------------------------ streaming
 
 
-def iter_batches(uri: str, columns: list[str] | None = None, batch_size: int = 1024) -> "Any":
-    """Record batches of a Parquet file, read lazily (local files and object stores alike), so a stage
-    holds one batch at a time. ``columns`` missing from the file are skipped, not an error."""
+@contextlib.contextmanager
+def _parquet_file(uri: str) -> "Any":
+    """An open ``pyarrow.parquet.ParquetFile`` (the footer is read, no data yet); errors name the URI."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     fs, path = _fs(uri)
     try:
         with fs.open(path, "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-            if pf.metadata.num_rows == 0:
-                return
-            yield from pf.iter_batches(batch_size=batch_size, columns=cols)
+            yield pq.ParquetFile(fh)
     except FileNotFoundError:
         raise
     except pa.ArrowInvalid as exc:
@@ -168,21 +170,24 @@ def iter_batches(uri: str, columns: list[str] | None = None, batch_size: int = 1
         raise StorageError(f"{uri}: read failed ({exc})") from exc
 
 
-def parquet_schema(uri: str) -> "Any":
-    import pyarrow.parquet as pq
+def iter_batches(uri: str, columns: list[str] | None = None, batch_size: int = 1024) -> "Any":
+    """Record batches of a Parquet file, read lazily (local files and object stores alike), so a stage
+    holds one batch at a time. ``columns`` missing from the file are skipped, not an error."""
+    with _parquet_file(uri) as pf:
+        cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+        if pf.metadata.num_rows:
+            yield from pf.iter_batches(batch_size=batch_size, columns=cols)
 
-    fs, path = _fs(uri)
-    with fs.open(path, "rb") as fh:
-        return pq.ParquetFile(fh).schema_arrow
+
+def parquet_schema(uri: str) -> "Any":
+    with _parquet_file(uri) as pf:
+        return pf.schema_arrow
 
 
 def parquet_rows(uri: str) -> int:
     """Row count from the Parquet footer, without reading the data."""
-    import pyarrow.parquet as pq
-
-    fs, path = _fs(uri)
-    with fs.open(path, "rb") as fh:
-        return pq.ParquetFile(fh).metadata.num_rows
+    with _parquet_file(uri) as pf:
+        return pf.metadata.num_rows
 
 
 def sha256(uri: str, chunk: int = 1 << 20) -> tuple[int, str]:
@@ -222,14 +227,10 @@ class ParquetStreamWriter:
         return self
 
     def write(self, data: "Any") -> None:
-        """A RecordBatch, a Table or a list of row dicts."""
+        """A RecordBatch or a Table (cast to the writer's schema)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if isinstance(data, list):
-            if not data:
-                return
-            data = pa.Table.from_pylist(data, schema=self.schema) if self.schema is not None else pa.Table.from_pylist(data)
         if data.num_rows == 0 and self._writer is not None:
             return
         if self._writer is None:
@@ -241,7 +242,7 @@ class ParquetStreamWriter:
             os.close(fd)
             self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
         if data.schema != self.schema:
-            data = data.cast(self.schema) if data.schema.names == self.schema.names else data.select(self.schema.names).cast(self.schema)
+            data = data.select(self.schema.names).cast(self.schema)
         if isinstance(data, pa.RecordBatch):
             self._writer.write_batch(data)
         else:

@@ -367,8 +367,8 @@ def filter_shard(run: RunContext, generated_uri: str, batch_size: int = 1024) ->
 
     kept_schema = storage.parquet_schema(generated_uri)
     for col, typ in ADDED_COLUMNS:
-        kept_schema = _with_field(pa, kept_schema, pa.field(col, getattr(pa, typ)()))
-    removed_schema = _with_field(pa, kept_schema, pa.field("filter_reason", pa.string()))
+        kept_schema = _with_field(kept_schema, pa.field(col, getattr(pa, typ)()))
+    removed_schema = _with_field(kept_schema, pa.field("filter_reason", pa.string()))
 
     n_input = n_kept = 0
     reasons: Counter[str] = Counter()
@@ -422,12 +422,11 @@ def filter_shard(run: RunContext, generated_uri: str, batch_size: int = 1024) ->
         "language_confusion": {k: dict(sorted(v.items())) for k, v in sorted(confusion.items())},
         "removed_uri": removed_uri,
     }
-    # The marker last, as storage.commit does: a shard without a marker does not exist.
-    storage.write_json(storage.marker(out_uri), {"uri": out_uri, "rows": n_kept, **stats})
+    storage.write_marker(out_uri, n_kept, stats)  # last: a shard without a marker does not exist
     return StageResult("filter", {"kept": out_uri, "removed": removed_uri}, stats)
 
 
-def _with_field(pa: Any, schema: Any, field: Any) -> Any:
+def _with_field(schema: Any, field: Any) -> Any:
     i = schema.get_field_index(field.name)
     return schema.set(i, field) if i >= 0 else schema.append(field)
 

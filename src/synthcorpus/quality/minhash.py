@@ -305,17 +305,15 @@ def signature_shard(run: RunContext, shard_uri: str, params: MinHashParams | Non
     if done is not None and done.get("params") == params.signature_key():
         return out_uri
     schema = _schema(params, index)
-    names = set(storage.parquet_schema(shard_uri).names)
-    cols = ["text"] + (["prompt_id"] if "prompt_id" in names else [])
     rows = empty = 0
     # Streamed: one record batch of texts in memory at a time, signatures written batch by batch.
     with storage.ParquetStreamWriter(out_uri, schema) as writer:
-        for batch in storage.iter_batches(shard_uri, cols, params.batch_size):
+        for batch in storage.iter_batches(shard_uri, ["text", "prompt_id"], params.batch_size):
             texts = [t or "" for t in batch.column("text").to_pylist()]
             sig, counts = _batch_signatures(texts, params)
             bands = _band_hashes(sig, params)
             n = len(texts)
-            pid = batch.column("prompt_id").cast(pa.string()) if "prompt_id" in names else pa.nulls(n, pa.string())
+            pid = batch.column("prompt_id").cast(pa.string()) if "prompt_id" in batch.schema.names else pa.nulls(n, pa.string())
             arrays = [pa.array(np.full(n, index, np.int32)), pa.array(np.arange(rows, rows + n, dtype=np.int64)), pid,
                       pa.array(counts.astype(np.int32))]
             arrays += [pa.array(bands[:, i]) for i in range(params.bands)]
@@ -323,8 +321,8 @@ def signature_shard(run: RunContext, shard_uri: str, params: MinHashParams | Non
             writer.write(pa.record_batch(arrays, schema=schema))
             rows += n
             empty += int((counts == 0).sum())
-    storage.write_json(storage.marker(out_uri), {"uri": out_uri, "rows": rows, "shard": index, "source": shard_uri,
-                                                 "no_shingles": empty, "params": params.signature_key()})
+    storage.write_marker(out_uri, rows, {"shard": index, "source": shard_uri, "no_shingles": empty,
+                                         "params": params.signature_key()})
     return out_uri
 
 
