@@ -41,9 +41,10 @@ class Check:
         return self.batch, self.type, self.kwargs.get("column")
 
 
-def between(batch: str, column: str, lo: float | None, hi: float | None) -> Check:
+def between(batch: str, column: str, lo: float | None, hi: float | None, label: str | None = None) -> Check:
     kwargs = {"column": column, **({"min_value": lo} if lo is not None else {}), **({"max_value": hi} if hi is not None else {})}
-    label = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+    if label is None:
+        label = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (f">= {lo:g}" if lo is not None else f"<= {hi:g}")
     return Check(batch, "expect_column_values_to_be_between", kwargs, label)
 
 
@@ -72,8 +73,7 @@ class GateThresholds:
         if self.min_language_match_rate is not None:
             out.append(between("run_metrics", "language_match_rate", self.min_language_match_rate, None))
         if self.check_canaries:
-            out.append(Check("run_metrics", "expect_column_values_to_be_between",
-                             {"column": "canaries_missed", "min_value": 0, "max_value": 0}, "0 (all caught)"))
+            out.append(between("run_metrics", "canaries_missed", 0, 0, "0 (all caught)"))
         if self.max_opening_share is not None:
             out.append(between("run_metrics", "max_opening_share", 0, self.max_opening_share))
         out += [user_check(batch, name, kwargs) for batch, name, kwargs in self.extra]
@@ -220,8 +220,9 @@ def validate(frames: dict[str, pd.DataFrame], checks: list[Check], workdir: Path
     workdir.mkdir(parents=True, exist_ok=True)
     frames = dict(frames)
     docs = frames.get("documents")
-    if docs is not None and docs.empty:  # an empty frame may arrive without columns; give it the schema
-        frames["documents"] = docs.reindex(columns=list(dict.fromkeys([*docs.columns, *DOCUMENT_COLUMNS])))
+    if docs is not None and docs.empty:  # an empty frame may arrive without columns: give it every checked one
+        checked = [c.kwargs["column"] for c in checks if c.batch == "documents" and "column" in c.kwargs]
+        frames["documents"] = docs.reindex(columns=list(dict.fromkeys([*docs.columns, *DOCUMENT_COLUMNS, *checked])))
     metrics_row = frames["run_metrics"].to_dict("records")[0] if "run_metrics" in frames and len(frames["run_metrics"]) == 1 else {}
 
     for rel, data in (include or {}).items():
