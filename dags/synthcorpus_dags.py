@@ -23,6 +23,11 @@ def _run_id(params: dict, context_run_id: str) -> str:
     return params.get("run_name") or context_run_id
 
 
+def _shard_label(uri: str) -> str:
+    """A mapped task's label in the UI: the shard file name without its extension."""
+    return uri.rsplit("/", 1)[-1].removesuffix(".parquet")
+
+
 def build_dag(spec: CorpusSpec):
     spec_path = str(spec.source_path)
 
@@ -85,12 +90,13 @@ def build_dag(spec: CorpusSpec):
             return tasks.dedup(spec_path, _run_id(params, run_id), list(filtered))
 
         @task
-        def dedup_shards(dedup_result: dict) -> list[str]:
-            return dedup_result["outputs"]["documents"]
+        def shard_uris(stage_result: dict) -> list[str]:
+            # A stage's document shards, as the list a mapped task expands over.
+            return stage_result["outputs"]["documents"]
 
         @task(map_index_template="{{ shard_label }}")
         def minhash_signatures(document_uri: str, params=None, run_id=None) -> str:
-            get_current_context()["shard_label"] = document_uri.rsplit("/", 1)[-1].removesuffix(".parquet")
+            get_current_context()["shard_label"] = _shard_label(document_uri)
             return tasks.signatures(spec_path, _run_id(params, run_id), document_uri)
 
         @task
@@ -102,14 +108,10 @@ def build_dag(spec: CorpusSpec):
         def decontaminate(near_result: dict, params=None, run_id=None) -> dict:
             return tasks.decontaminate(spec_path, _run_id(params, run_id), near_result["outputs"]["documents"])
 
-        @task
-        def clean_shards(clean_result: dict) -> list[str]:
-            return clean_result["outputs"]["documents"]
-
         @task(map_index_template="{{ shard_label }}")
         def validate_shard(document_uri: str, params=None, run_id=None) -> dict:
             # The documents expectations of the release suite, one shard per task (GX Core).
-            get_current_context()["shard_label"] = document_uri.rsplit("/", 1)[-1].removesuffix(".parquet")
+            get_current_context()["shard_label"] = _shard_label(document_uri)
             return tasks.validate_shard(spec_path, _run_id(params, run_id), document_uri)
 
         @task
@@ -157,9 +159,9 @@ def build_dag(spec: CorpusSpec):
             generated = generate.expand(shard=shards)
             filtered = filter_shard.expand(generated=generated)
         exact = dedup(filtered)
-        sigs = minhash_signatures.expand(document_uri=dedup_shards(exact))
+        sigs = minhash_signatures.expand(document_uri=shard_uris.override(task_id="dedup_shards")(exact))
         clean = decontaminate(near_dedup(exact, sigs))
-        validated = validate_shard.expand(document_uri=clean_shards(clean))
+        validated = validate_shard.expand(document_uri=shard_uris.override(task_id="clean_shards")(clean))
         summary(publish(quality_gate(clean, validated)))
 
     return corpus()
