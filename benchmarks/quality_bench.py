@@ -58,6 +58,8 @@ import time
 from pathlib import Path
 from typing import Self
 
+from minhash_bench import _rss_mb  # benchmarks/ is on sys.path for every entry point
+
 ROOT = Path(__file__).resolve().parents[1]
 DUP_SHARE = 0.05
 SHARD_DOCS = 12_500  # 8 shards at 100 k, 80 at 1 M
@@ -155,13 +157,6 @@ def prompt_id(i: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------ measuring
-
-
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class _Meter:

@@ -67,39 +67,25 @@ def worker_overhead(repeats: int = 2) -> None:
           f"ratio worker/direct = {w_rate / d_rate:.3f} (target >= 0.97; {len(PROMPTS)} prompts x {repeats} runs)")
 
 
-def topic_extraction() -> None:
+# Benchmarks in their own modules: name -> (module in benchmarks/, function), imported when run.
+MODULES = {
+    "topic_extraction": ("topics_bench", "topic_extraction"),
+    "openai_concurrency": ("openai_bench", "openai_concurrency"),
+    "minhash": ("minhash_bench", "minhash"),
+    "quality_throughput": ("quality_bench", "quality_throughput"),
+    "gate_vs_pandas": ("quality_bench", "gate_vs_pandas"),
+}
+
+
+def run(name: str) -> None:
+    if name not in MODULES:
+        globals()[name]()
+        return
+    import importlib
+
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import topics_bench
-
-    topics_bench.topic_extraction()
-
-
-def openai_concurrency() -> None:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import openai_bench
-
-    openai_bench.openai_concurrency()
-
-
-def minhash() -> None:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import minhash_bench
-
-    minhash_bench.minhash()
-
-
-def quality_throughput() -> None:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import quality_bench
-
-    quality_bench.quality_throughput()
-
-
-def gate_vs_pandas() -> None:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import quality_bench
-
-    quality_bench.gate_vs_pandas()
+    module, function = MODULES[name]
+    getattr(importlib.import_module(module), function)()
 
 
 if __name__ == "__main__":
@@ -107,4 +93,4 @@ if __name__ == "__main__":
     wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "minhash", "topic_extraction",
                              "quality_throughput", "gate_vs_pandas"]
     for name in wanted:
-        globals()[name]()
+        run(name)
