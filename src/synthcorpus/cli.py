@@ -28,7 +28,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline import run_pipeline
+    from .stages.runner import run_pipeline
     from .summary import run_summary
 
     spec = load_spec(args.spec)
@@ -47,10 +47,10 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _prompts_preview(args: argparse.Namespace) -> int:
-    from .prompts import preview
+    from .stages.runner import preview_prompts
 
     spec = load_spec(args.spec)
-    for row in preview(spec, args.n):
+    for row in preview_prompts(spec, args.n):
         topic = row["topic"] if row["topic_in_prompt"] else f"(not named; cluster: {row['topic']})"
         print(f"=== {row['prompt_id']}  {row['template']} v{row['template_version']}  audience={row['audience']}  "
               f"seed={row['seed_kind']}  topic={topic}  style={row['style_index']}")

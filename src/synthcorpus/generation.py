@@ -1,14 +1,14 @@
-"""Shard planning and per-shard generation (what ``python -m synthcorpus.worker generate`` runs).
+"""Per-shard generation: the algorithm behind the ``generate`` stage (``synthcorpus.stages.generate``).
 
 A plan shard is a self-describing Parquet file: its rows are prompts, its schema metadata carries the
 generation and validation config, so a worker (in-process task or Kubernetes pod) needs nothing but the
-two URIs.
+URIs of its work unit.
 
 Generation of one shard is resumable and exactly-once:
-- finished rows are appended to checkpoint parts ``<output>.parts/part-00000.parquet`` (each an atomic
-  write) every ``checkpoint_rows`` rows or ``checkpoint_seconds`` seconds;
+- finished rows are appended to checkpoint parts in the unit's parts folder (each an atomic write) every ``checkpoint_rows`` rows or ``checkpoint_seconds`` seconds;
 - a restarted worker reads the parts, skips their prompt ids and continues;
-- at the end the parts are assembled into the output shard (atomic), then its commit marker is written.
+- at the end the parts are assembled into the output shard (atomic); the stage then commits its marker
+  and deletes the parts.
 Killing the worker at any moment loses at most the rows generated since the last part, and duplicates
 nothing. Rows that fail validation (empty, truncated, refusal, too short, wrong language, engine error) are
 regenerated with a new seed up to ``max_attempts``; rows that still fail are kept with ``status=failed``
@@ -20,62 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from collections import Counter, deque
 from typing import Any
 
 from . import storage
+from .layout import part, part_number
 from .engines import Completion, Engine, EngineError, Request, SamplingParams, load_engine
-from .run import RunContext, StageResult
 
 log = logging.getLogger(__name__)
 META_KEY = b"synthcorpus.generation"
-LOAD_SHARE_WARNING = 0.05
-
-
-def plan_shards(run: RunContext, prompts_uri: str) -> StageResult:
-    """Split the prompt set into shards sized so that generation time dwarfs model load time."""
-    spec = run.spec
-    gen = spec.generation
-    prompts = storage.read_parquet(prompts_uri)
-    n = prompts.num_rows
-    rows = gen.shard_size if gen.target_tokens_per_shard is None else max(1, gen.target_tokens_per_shard // gen.max_tokens)
-    if gen.max_shards is not None and math.ceil(n / rows) > gen.max_shards:
-        rows = math.ceil(n / gen.max_shards)
-    config = {
-        **spec.canonical()["generation"],
-        "quality": spec.canonical()["quality"],
-        "base_dir": str(spec.spec_dir),
-        "run_id": run.run_id,
-    }
-    meta = {META_KEY: json.dumps(config).encode()}
-    shards = []
-    for index, start in enumerate(range(0, n, rows)):
-        part = prompts.slice(start, rows)
-        part = part.replace_schema_metadata({**(part.schema.metadata or {}), **meta})
-        name = f"shard-{index:05d}.parquet"
-        in_uri = run.run_uri("plan", name)
-        storage.write_parquet(in_uri, part)
-        shards.append({"index": index, "input": in_uri, "output": run.run_uri("generate", name), "rows": part.num_rows})
-    # Upper bound: every row runs to max_tokens; real runs stop earlier, so the true load share is higher.
-    gen_s = rows * gen.max_tokens / gen.expected_tokens_per_s
-    load_share = gen.expected_load_s / (gen.expected_load_s + gen_s) if gen_s else 1.0
-    stats = {
-        "shards": len(shards),
-        "prompts": n,
-        "rows_per_shard": rows,
-        "expected_load_s": gen.expected_load_s,
-        "expected_generation_s_per_shard": round(gen_s, 1),
-        "expected_load_share": round(load_share, 4),
-    }
-    if load_share > LOAD_SHARE_WARNING:
-        log.warning(
-            "plan: model load would be %.1f%% of each shard's time (%.0fs load vs %.0fs generation); "
-            "raise generation.target_tokens_per_shard or shard_size", 100 * load_share, gen.expected_load_s, gen_s,
-        )
-    log.info("plan: %d shards of <= %d prompts; expected load/generation share %.1f%%", len(shards), rows, 100 * load_share)
-    return StageResult("plan", {"shards": shards}, stats).save(run)
 
 
 class Progress:
@@ -108,16 +62,11 @@ def _attempt_seed(seed: int, attempt: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{attempt}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def parts_uri(output_uri: str) -> str:
-    return output_uri + ".parts"
-
-
-def _read_parts(output_uri: str) -> tuple[list[Any], int]:
+def _read_parts(parts_uri: str) -> tuple[list[Any], int]:
     """Committed checkpoint parts of a shard and the next part number."""
-    uris = [u for u in storage.list_files(parts_uri(output_uri)) if u.endswith(".parquet")]
-    tables = [storage.read_parquet(u) for u in uris]
-    numbers = [int(u.rsplit("part-", 1)[1].split(".")[0]) for u in uris]
-    return tables, (max(numbers) + 1 if numbers else 0)
+    numbered = sorted((n, u) for u in storage.list_files(parts_uri) if (n := part_number(u)) is not None)
+    tables = [storage.read_parquet(u) for _, u in numbered]
+    return tables, (numbered[-1][0] + 1 if numbered else 0)
 
 
 class _Validator:
@@ -137,17 +86,13 @@ class _Validator:
                              self.quality, self.phrases)
 
 
-def generate_shard(input_uri: str, output_uri: str, engine: Engine | None = None) -> dict[str, Any]:
-    """Generate every prompt of one plan shard, resuming from checkpoints; commit the output atomically.
-
-    Re-running for a committed output returns its stats without loading the model.
+def generate_shard(input_uri: str, output_uri: str, parts_uri: str, engine: Engine | None = None) -> dict[str, Any]:
+    """Generate every prompt of one plan shard, resuming from the checkpoint parts in ``parts_uri``;
+    write the output shard atomically and return its stats. The caller commits the shard's marker (and
+    then deletes the parts it supersedes): see ``synthcorpus.stages.generate``.
     """
     import pyarrow as pa
 
-    done = storage.committed(output_uri)
-    if done is not None:
-        log.info("%s is committed already (%s rows): skipping", output_uri, done.get("rows"))
-        return {**done, "skipped": True}
     started = time.perf_counter()
     table = storage.read_parquet(input_uri)
     raw = (table.schema.metadata or {}).get(META_KEY)
@@ -160,11 +105,11 @@ def generate_shard(input_uri: str, output_uri: str, engine: Engine | None = None
     every_s = float(cfg.get("checkpoint_seconds", 60.0))
     validator = _Validator(cfg)
 
-    parts, next_part = _read_parts(output_uri)
+    parts, next_part = _read_parts(parts_uri)
     finished_ids = {pid for t in parts for pid in t.column("prompt_id").to_pylist()}
     rows = table.to_pylist()
     pending = [r for r in rows if r["prompt_id"] not in finished_ids]
-    label = output_uri.rsplit("/", 1)[-1]
+    label = output_uri
     if finished_ids:
         log.info("%s: resuming: %d of %d rows finished in %d checkpoint parts", label, len(finished_ids), len(rows), len(parts))
 
@@ -182,9 +127,9 @@ def generate_shard(input_uri: str, output_uri: str, engine: Engine | None = None
     def flush() -> None:
         nonlocal next_part, last_flush, buffer
         if buffer:
-            part = pa.Table.from_pylist(buffer)
-            storage.write_parquet(storage.join(parts_uri(output_uri), f"part-{next_part:05d}.parquet"), part)
-            parts.append(part)
+            table_part = pa.Table.from_pylist(buffer)
+            storage.write_parquet(part(parts_uri, next_part), table_part)
+            parts.append(table_part)
             next_part += 1
             buffer = []
         last_flush = time.perf_counter()
@@ -235,9 +180,8 @@ def generate_shard(input_uri: str, output_uri: str, engine: Engine | None = None
     out = _exactly_once(combined, [r["prompt_id"] for r in rows], output_uri)
     wall = time.perf_counter() - started
     stats = shard_stats(out.to_pylist(), cfg, wall_s=wall, load_s=load_s, info=info)
-    storage.commit(output_uri, out, stats)
-    storage.delete(parts_uri(output_uri))  # the committed shard supersedes its checkpoints
-    log.info("%s committed: %d rows (%d failed), %d completion tokens in %.1fs",
+    storage.write_parquet(output_uri, out)
+    log.info("%s written: %d rows (%d failed), %d completion tokens in %.1fs",
              output_uri, out.num_rows, stats["failed"], stats["completion_tokens"], wall)
     return stats
 

@@ -285,8 +285,7 @@ def pod_shard_kwargs(
     JSON only (strings, dicts, lists), so a task can return a list of these for ``expand_kwargs``.
     """
     index = int(shard["index"])
-    in_uri = _check_uri(str(shard["input"]), "input")
-    out_uri = _check_uri(str(shard["output"]), "output")
+    in_uri, out_uri, parts_uri, marker_uri = (_check_uri(str(shard[k]), k) for k in ("input", "output", "parts", "marker"))
     return {
         "name": pod_name(spec.name, index),
         "labels": {
@@ -301,7 +300,8 @@ def pod_shard_kwargs(
             f"{LABEL_PREFIX}/input": in_uri,
             f"{LABEL_PREFIX}/output": out_uri,
         },
-        "arguments": ["generate", "--input", in_uri, "--output", out_uri],
+        "arguments": ["generate", "--input", in_uri, "--output", out_uri, "--parts", parts_uri, "--marker", marker_uri,
+                      "--shard", str(index)],
         "env_vars": pod_env(spec, environ),
     }
 

@@ -11,10 +11,12 @@ import datetime as dt
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, storage
-from .run import RunContext
+from . import __version__
+
+if TYPE_CHECKING:
+    from .spec import CorpusSpec
 
 
 @lru_cache(maxsize=1)
@@ -33,19 +35,19 @@ def code_version() -> dict[str, Any]:
     return {"package": "synthcorpus", "version": __version__, "git_commit": commit}
 
 
-def _stage(run: RunContext, name: str) -> dict[str, Any]:
-    uri = run.run_uri(name, "_stage.json")
-    return storage.read_json(uri) if storage.exists(uri) else {}
+# The stages whose committed results lineage reads.
+LINEAGE_STAGES = ("seeds", "topics", "prompts", "generate", "filter_shard", "dedup", "near_dedup", "decontaminate")
 
 
-def _markers(run: RunContext, stage: str) -> list[dict[str, Any]]:
-    return [storage.read_json(u) for u in storage.list_files(run.run_uri(stage)) if u.endswith(".commit.json")]
+def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[str, Any]]], gate: dict[str, Any] | None,
+                  diversity: dict[str, Any] | None) -> dict[str, Any]:
+    """``results``: every committed marker of each of LINEAGE_STAGES (one per shard for mapped stages)."""
+    def stats(stage: str) -> dict[str, Any]:
+        found = results.get(stage) or []
+        return found[0].get("stats", {}) if found else {}
 
-
-def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any]:
-    generated = _markers(run, "generate")
-    filtered = _markers(run, "filter")
-    prompts = _stage(run, "prompts")
+    generated = [m["stats"] for m in results.get("generate", [])]
+    filtered = [m["stats"] for m in results.get("filter_shard", [])]
     reasons: dict[str, int] = {}
     confusion: dict[str, dict[str, int]] = {}
     for m in filtered:
@@ -55,33 +57,32 @@ def build_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any
             for lang, n in got.items():
                 confusion.setdefault(want, {})[lang] = confusion.get(want, {}).get(lang, 0) + n
     models = {(m["model"]["model"], m["model"].get("model_sha256")): m["model"] for m in generated if m.get("model")}
-    spec = run.spec
     return {
         "corpus": spec.name,
-        "run_id": run.run_id,
+        "run_id": run_id,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "spec": {"path": str(spec.source_path) if spec.source_path else None, "sha256": spec.spec_hash(), "content": spec.canonical()},
         "code": code_version(),
         "model": next(iter(models.values()), None),
         "models": list(models.values()),
         "sampling": generated[0].get("sampling") if generated else None,
-        "templates": prompts.get("stats", {}).get("templates", {}),
-        "seeds": _stage(run, "seeds").get("stats", {}),
-        "topics": _stage(run, "topics").get("stats", {}),
-        "decontamination": _stage(run, "decontam").get("stats", {}),
-        "diversity": storage.read_json(run.run_uri("diversity.json")) if storage.exists(run.run_uri("diversity.json")) else None,
+        "templates": stats("prompts").get("templates", {}),
+        "seeds": stats("seeds"),
+        "topics": stats("topics"),
+        "decontamination": stats("decontaminate"),
+        "diversity": diversity,
         "counts": {
-            "seeds": _stage(run, "seeds").get("stats", {}).get("seeds"),
-            "topics": _stage(run, "topics").get("stats", {}).get("topics"),
-            "topics_kept": _stage(run, "topics").get("stats", {}).get("kept"),
-            "prompts": prompts.get("stats", {}).get("prompts"),
+            "seeds": stats("seeds").get("seeds"),
+            "topics": stats("topics").get("topics"),
+            "topics_kept": stats("topics").get("kept"),
+            "prompts": stats("prompts").get("prompts"),
             "generated": sum(m.get("rows", 0) for m in generated),
             "filtered_out": reasons,
             "after_filters": sum(m.get("kept", 0) for m in filtered),
-            "after_dedup": _stage(run, "dedup").get("stats", {}).get("kept"),
-            "near_duplicates": _stage(run, "near_dedup").get("stats", {}).get("removed", 0),
-            "after_near_dedup": _stage(run, "near_dedup").get("stats", {}).get("kept"),
-            "contaminated": _stage(run, "decontam").get("stats", {}).get("removed", 0),
+            "after_dedup": stats("dedup").get("kept"),
+            "near_duplicates": stats("near_dedup").get("removed", 0),
+            "after_near_dedup": stats("near_dedup").get("kept"),
+            "contaminated": stats("decontaminate").get("removed", 0),
             "prompt_tokens": sum(m.get("prompt_tokens", 0) for m in generated),
             "completion_tokens": sum(m.get("completion_tokens", 0) for m in generated),
             "generation_wall_s": round(sum(m.get("wall_s", 0.0) for m in generated), 3),
@@ -101,10 +102,3 @@ PROVENANCE_COLUMNS = (
     "run_id", "prompt_id", "seed_id", "seed_kind", "topic_id", "topic", "topic_in_prompt", "format", "audience",
     "language", "style_index", "model", "template", "template_version",
 )
-
-
-def write_run_lineage(run: RunContext, gate: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    lineage = build_lineage(run, gate)
-    uri = run.run_uri("lineage.json")
-    storage.write_json(uri, lineage)
-    return uri, lineage

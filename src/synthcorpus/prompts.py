@@ -15,9 +15,10 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from . import storage
-from .run import RunContext, StageResult
-from .spec import CorpusSpec
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .spec import CorpusSpec
 
 _VERSION = re.compile(r"^\{#-?\s*version:\s*(\S+)\s*-?#\}")
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -130,18 +131,16 @@ def plan(spec: CorpusSpec, topic_ids: list[str]) -> list[PlanItem]:
     return items
 
 
-def build_prompts(run: RunContext, seeds_uri: str, topics_uri: str, assignments_uri: str) -> StageResult:
-    import pyarrow as pa
-
-    from .diversity import prompt_report
-
-    spec = run.spec
+def build_rows(spec: CorpusSpec, seed_rows: list[dict[str, Any]], topic_rows: list[dict[str, Any]],
+               assignments: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[tuple[str, str], Template], int]:
+    """The prompt rows of a corpus (ids, provenance, rendered prompt), the templates used and the number
+    of topics that received prompts: seeds of kept topics, spread over the plan of format x audience x language."""
     templates = load_templates(spec)
     env = environment(spec.template_dir)
-    seeds = {s["seed_id"]: s for s in storage.read_parquet(seeds_uri).to_pylist()}
-    topics = {t["topic_id"]: t for t in storage.read_parquet(topics_uri).to_pylist()}
+    seeds = {s["seed_id"]: s for s in seed_rows}
+    topics = {t["topic_id"]: t for t in topic_rows}
     pools: dict[str, list[str]] = {}
-    for a in storage.read_parquet(assignments_uri).to_pylist():
+    for a in assignments:
         if topics[a["topic_id"]]["kept"]:
             pools.setdefault(a["topic_id"], []).append(a["seed_id"])
     rng = random.Random(spec.prompts.seed)
@@ -196,40 +195,4 @@ def build_prompts(run: RunContext, seeds_uri: str, topics_uri: str, assignments_
             "seed": (int(pid[:8], 16) ^ spec.generation.seed) & 0x7FFFFFFF,
             "prompt": render(env, template, variables),
         })
-    uri = run.run_uri("prompts", "prompts.parquet")
-    storage.write_parquet(uri, pa.Table.from_pylist(rows))
-    report = prompt_report(rows)
-    storage.write_json(run.run_uri("prompts", "diversity.json"), report)
-    stats = {
-        "prompts": len(rows),
-        "templates": {t.name: {"version": t.version, "sha256": t.sha256} for t in templates.values()},
-        "topics_used": len(pools),
-        "near_duplicate_rate": report["near_duplicate_rate"],
-        "topic_in_prompt_share": report["topic_in_prompt_share"],
-        **{f"by_{k}": report["distribution"][k] for k in ("format", "audience", "language", "seed_kind")},
-    }
-    return StageResult("prompts", {"prompts": uri, "diversity": run.run_uri("prompts", "diversity.json")}, stats).save(run)
-
-
-def preview(spec: CorpusSpec, n: int, run_id: str = "preview") -> list[dict[str, Any]]:
-    """Run seeds -> topics -> prompts into a throwaway in-memory store and return the first n prompts."""
-    import os
-
-    from .seeds import load_seeds
-    from .topics import extract_topics
-
-    old = os.environ.get("SYNTHCORPUS_STORAGE_URI")
-    os.environ["SYNTHCORPUS_STORAGE_URI"] = f"memory://synthcorpus-preview-{os.getpid()}"
-    try:
-        run = RunContext.create(spec, run_id)
-        seeds = load_seeds(run)
-        topics = extract_topics(run, seeds.outputs["seeds"])
-        prompts = build_prompts(run, seeds.outputs["seeds"], topics.outputs["topics"], topics.outputs["assignments"])
-        rows = storage.read_parquet(prompts.outputs["prompts"]).to_pylist()[:n]
-        storage.delete(run.corpus_uri)
-        return rows
-    finally:
-        if old is None:
-            os.environ.pop("SYNTHCORPUS_STORAGE_URI", None)
-        else:
-            os.environ["SYNTHCORPUS_STORAGE_URI"] = old
+    return rows, templates, len(pools)

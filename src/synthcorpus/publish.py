@@ -1,22 +1,22 @@
-"""Publish a gated run as a versioned, HF-datasets-compatible release, then switch ``latest``.
-
-Order matters: data files, dataset card, lineage, then ``manifest.json`` (the version's commit
-marker), then ``latest.json``. A reader that starts from ``latest.json`` or from a manifest never sees
-a half-written version; a crash before the manifest leaves files that no pointer references.
+"""What a published version is made of: the columns it keeps, its HF dataset card, batches cut into
+data files, and the check of its files against its manifest. The ``publish`` stage
+(``synthcorpus.stages.publish``) writes versions with these.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import storage
-from .lineage import PROVENANCE_COLUMNS, write_run_lineage
-from .run import RunContext, StageResult
+from .layout import DATA_FILES_PATTERN, MANIFEST, join
+from .lineage import PROVENANCE_COLUMNS
+
+if TYPE_CHECKING:
+    from .spec import CorpusSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,7 @@ def _gate_status(gate: dict[str, Any]) -> str:
     return "FAILED"
 
 
-def dataset_card(run: RunContext, manifest: dict[str, Any], lineage: dict[str, Any]) -> str:
-    spec = run.spec
+def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, Any]) -> str:
     counts = lineage["counts"]
     header = {
         "pretty_name": f"synthcorpus {spec.name}",
@@ -61,7 +60,7 @@ def dataset_card(run: RunContext, manifest: dict[str, Any], lineage: dict[str, A
         "task_categories": ["text-generation"],
         "tags": ["synthetic", "synthcorpus"],
         "size_categories": [_size_category(manifest["rows"])],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": DATA_FILES_PATTERN}]}],
     }
     model = lineage.get("model") or {}
     gate = lineage.get("gate") or {}
@@ -91,7 +90,7 @@ def dataset_card(run: RunContext, manifest: dict[str, Any], lineage: dict[str, A
         f"| audiences | {', '.join(spec.prompts.audiences)} |",
         f"| quality gate | {_gate_status(gate)} "
         f"({gate.get('counts', {}).get('successful')}/{gate.get('counts', {}).get('evaluated')} expectations) |",
-        f"| run | {run.run_id} |",
+        f"| run | {manifest['run_id']} |",
         "",
         "Every row carries its provenance: " + ", ".join(f"`{c}`" for c in PROVENANCE_COLUMNS) + ".",
         "`lineage.json` records the spec, code version, model file hash, sampling parameters and template hashes;",
@@ -99,86 +98,21 @@ def dataset_card(run: RunContext, manifest: dict[str, Any], lineage: dict[str, A
         "",
         "```python",
         "from datasets import load_dataset",
-        'ds = load_dataset("parquet", data_files="data/train-*.parquet", split="train")',
+        f'ds = load_dataset("parquet", data_files="{DATA_FILES_PATTERN}", split="train")',
         "```",
         "",
     ]
     return "\n".join(lines)
 
 
-def publish(run: RunContext) -> StageResult:
-    import pyarrow as pa
-
-    gate_uri = run.run_uri("gate", "report.json")
-    if not storage.exists(gate_uri):
-        raise PublishError(f"{gate_uri}: expected a quality gate report; run the gate before publishing")
-    gate = storage.read_json(gate_uri)
-    if not gate.get("passed") and not gate.get("override"):
-        raise PublishError(f"{gate_uri}: the quality gate failed; nothing is published")
-
-    manifest_uri = run.version_uri("manifest.json")
-    if storage.exists(manifest_uri):
-        manifest = storage.read_json(manifest_uri)
-        log.info("version %s is published already: not rewriting it", run.version)
-        if storage.exists(run.latest_uri):
-            # Re-running an old run must not move `latest` back from a newer version.
-            return StageResult("publish", {"version": run.version_uri(), "manifest": manifest_uri, "latest": run.latest_uri},
-                               {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version, "skipped": True})
-    else:
-        # Exactly the documents the gate validated, streamed batch by batch into files of rows_per_file.
-        rows = {u: storage.parquet_rows(u) for u in gate["documents"]}
-        sources = [u for u, r in rows.items() if r]
-        n = sum(rows.values())
-        if n == 0:
-            raise PublishError(f"{gate_uri}: expected at least one gated document to publish, found none")
-        unified = pa.unify_schemas([storage.parquet_schema(u) for u in sources], promote_options="default")
-        schema = pa.schema([unified.field(c) for c in PUBLISHED_COLUMNS if c in unified.names])
-        per_file = run.spec.publish.rows_per_file
-        n_files = -(-n // per_file)
-        files = []
-        batches = _rebatch((_conform(pa, b, schema) for u in sources for b in storage.iter_batches(u, schema.names, 4096)),
-                           per_file)
-        for i in range(n_files):
-            rel = f"data/train-{i:05d}-of-{n_files:05d}.parquet"
-            uri = run.version_uri(rel)
-            with storage.ParquetStreamWriter(uri, schema) as writer:
-                while writer.rows < per_file:
-                    batch = next(batches, None)
-                    if batch is None:
-                        break
-                    writer.write(batch)
-            size, digest = storage.sha256(uri)  # hash what was stored, not what we meant to store
-            files.append({"path": rel, "rows": writer.rows, "bytes": size, "sha256": digest})
-        _, lineage = write_run_lineage(run, gate)
-        manifest = {
-            "corpus": run.spec.name,
-            "version": run.version,
-            "run_id": run.run_id,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "rows": n,
-            "files": files,
-            "schema": {f.name: str(f.type) for f in schema},
-            "spec_sha256": run.spec.spec_hash(),
-            "gate": {"passed": gate["passed"], "override": gate.get("override")},
-        }
-        storage.write_text(run.version_uri("README.md"), dataset_card(run, manifest, lineage))
-        storage.write_json(run.version_uri("lineage.json"), lineage)
-        storage.write_json(manifest_uri, manifest)  # the version exists from here on
-    pointer = {"version": run.version, "manifest": manifest_uri, "uri": run.version_uri(), "rows": manifest["rows"]}
-    storage.write_json(run.latest_uri, pointer)
-    log.info("published %s rows as %s; latest -> %s", manifest["rows"], run.version_uri(), run.version)
-    return StageResult("publish", {"version": run.version_uri(), "manifest": manifest_uri, "latest": run.latest_uri},
-                       {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version}).save(run)
-
-
-def _conform(pa: Any, batch: Any, schema: Any) -> Any:
+def conform(pa: Any, batch: Any, schema: Any) -> Any:
     """A batch with exactly ``schema``'s columns and types (a shard may lack a column or type it as null)."""
     arrays = [batch.column(f.name).cast(f.type) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
               for f in schema]
     return pa.record_batch(arrays, schema=schema)
 
 
-def _rebatch(batches: Any, per_file: int) -> Any:
+def rebatch(batches: Any, per_file: int) -> Any:
     """Split batches so none crosses a ``per_file`` boundary of the running row count."""
     written = 0
     for batch in batches:
@@ -191,7 +125,7 @@ def _rebatch(batches: Any, per_file: int) -> Any:
 
 def verify_version(version_uri: str) -> dict[str, Any]:
     """Re-hash every file of a published version against its manifest; raises PublishError on mismatch."""
-    manifest = storage.read_json(storage.join(version_uri, "manifest.json"))
+    manifest = storage.read_json(join(version_uri, MANIFEST))
     for f in manifest["files"]:
         if storage.sha256(storage.join(version_uri, f["path"]))[1] != f["sha256"]:
             raise PublishError(f"{version_uri}/{f['path']}: sha256 does not match manifest.json")

@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlparse
 import yaml
 
 from . import storage
-from .run import RunContext, StageResult
+from .hashing import sha256_file
 
 if TYPE_CHECKING:
     import fsspec
@@ -219,8 +219,8 @@ class _Location:
         try:
             if self.local:
                 if not self.isdir:
-                    return _sha256_file(self.path), None
-                lines = [f"{posixpath.relpath(p, self.path)}\0{_sha256_file(p)}\n" for p in self.files()]
+                    return sha256_file(self.path), None
+                lines = [f"{posixpath.relpath(p, self.path)}\0{sha256_file(p)}\n" for p in self.files()]
                 return hashlib.sha256("".join(lines).encode()).hexdigest(), None
             if not self.isdir:
                 info = self.fs.info(self.path)
@@ -229,14 +229,6 @@ class _Location:
         except OSError:
             pass
         return None, None
-
-
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _resolve_format(loc: _Location, fmt: str, field: str) -> str:
@@ -496,7 +488,7 @@ def seeds_schema() -> pa.Schema:
     )
 
 
-def _outline_rows(path: Path) -> list[dict[str, str | None]]:
+def outline_rows(path: Path) -> list[dict[str, str | None]]:
     rows = []
     first: dict[str, str] = {}
     for r in read_outline(path):
@@ -512,40 +504,3 @@ def _outline_rows(path: Path) -> list[dict[str, str | None]]:
              "subject": r["subject"], "course": r["course"], "unit": r["unit"]}
         )
     return rows
-
-
-def load_seeds(run: RunContext) -> StageResult:
-    """Read every configured seed source and write ``seeds/seeds.parquet`` (columns: SEED_COLUMNS)."""
-    import pyarrow as pa
-
-    spec = run.spec
-    rows: list[dict[str, str | None]] = []
-    sources: dict[str, dict[str, Any]] = {}
-    subjects = 0
-    if spec.outline_path is not None:
-        outline = _outline_rows(spec.outline_path)
-        rows.extend(outline)
-        subjects = len({r["subject"] for r in outline})
-        sources["outline"] = {
-            "path": str(spec.outline_path), "format": "outline", "sha256": _sha256_file(str(spec.outline_path)),
-            "rows_read": len(outline), "kept": len(outline),
-        }
-    for name, kind in SOURCE_KINDS.items():
-        source = getattr(spec.seeds, name)
-        if source is None:
-            continue
-        read = read_source(source, spec.resolve_uri(source.path), f"seeds.{name}")
-        rows.extend(
-            {"seed_id": seed_id(kind, t), "kind": kind, "text": t, "subject": None, "course": None, "unit": None}
-            for t in read.texts
-        )
-        sources[name] = read.stats()
-    uri = run.run_uri("seeds", "seeds.parquet")
-    storage.write_parquet(uri, pa.Table.from_pylist(rows, schema=seeds_schema()))
-    stats = {
-        "seeds": len(rows),
-        "by_kind": {k: sum(r["kind"] == k for r in rows) for k in KINDS},
-        "subjects": subjects,
-        "sources": sources,
-    }
-    return StageResult("seeds", {"seeds": uri}, stats).save(run)

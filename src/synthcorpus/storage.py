@@ -1,8 +1,8 @@
 """Object storage through fsspec: ``file://`` by default, ``s3://`` in production.
 
 Writes are atomic: local files are written to a temporary name and renamed; object stores get a
-single PUT, which is atomic by construction. A shard is *committed* when its data file and then its
-marker (``<file>.commit.json``, carrying stats) exist; readers and re-runs trust only committed shards.
+single PUT, which is atomic by construction. Which paths exist is the run layout's business
+(``synthcorpus.layout``); when a stage is done is the stage contract's (``synthcorpus.stages.contract``).
 """
 
 from __future__ import annotations
@@ -12,20 +12,17 @@ import errno
 import io
 import json
 import os
-import posixpath
 import uuid
 from typing import Any
 from urllib.parse import unquote
 
 import fsspec
 
+from .layout import join  # noqa: F401  (storage.join: one way of joining URIs)
+
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI and the operation."""
-
-
-def join(base: str, *parts: str) -> str:
-    return posixpath.join(base.rstrip("/"), *[p.strip("/") for p in parts])
 
 
 def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -121,29 +118,6 @@ def read_parquet(uri: str) -> "Any":
         raise StorageError(f"{uri}: expected a Parquet file ({exc})") from exc
 
 
-def marker(uri: str) -> str:
-    return uri + ".commit.json"
-
-
-def commit(uri: str, table: "Any", stats: dict[str, Any]) -> None:
-    """Write a shard atomically, then its marker: a shard without a marker does not exist."""
-    write_parquet(uri, table)
-    write_marker(uri, table.num_rows, stats)
-
-
-def write_marker(uri: str, rows: int, stats: dict[str, Any]) -> None:
-    """Commit a shard already written at ``uri`` (e.g. by a ParquetStreamWriter): its marker, last."""
-    write_json(marker(uri), {"uri": uri, "rows": rows, **stats})
-
-
-def committed(uri: str) -> dict[str, Any] | None:
-    """The marker's stats if the shard is committed, else None."""
-    m = marker(uri)
-    if not exists(m) or not exists(uri):
-        return None
-    return read_json(m)
-
-
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocol or "local" in protocol
@@ -192,20 +166,16 @@ def parquet_rows(uri: str) -> int:
 
 def sha256(uri: str, chunk: int = 1 << 20) -> tuple[int, str]:
     """(size in bytes, sha256 hex) of a stored object, read in chunks."""
-    import hashlib
+    from .hashing import sha256_stream
 
     fs, path = _fs(uri)
-    digest, size = hashlib.sha256(), 0
     try:
         with fs.open(path, "rb") as fh:
-            while block := fh.read(chunk):
-                digest.update(block)
-                size += len(block)
+            return sha256_stream(fh, chunk)
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise StorageError(f"{uri}: read failed ({exc})") from exc
-    return size, digest.hexdigest()
 
 
 class ParquetStreamWriter:

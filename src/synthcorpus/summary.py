@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import storage
-from .run import RunContext
-from .spec import CorpusSpec
+from .layout import RunLayout
+
+if TYPE_CHECKING:
+    from .spec import CorpusSpec
 
 
 def _pct(n: float, d: float) -> str:
@@ -83,16 +85,16 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
 
 
 def latest_summary(spec: CorpusSpec) -> str:
-    probe = RunContext.create(spec, "probe")
-    if not storage.exists(probe.latest_uri):
-        return f"{spec.name}: nothing published yet ({probe.latest_uri} does not exist)"
-    pointer = storage.read_json(probe.latest_uri)
-    lineage = storage.read_json(storage.join(pointer["uri"], "lineage.json"))
+    latest = RunLayout.of(spec, "latest").latest
+    if not storage.exists(latest):
+        return f"{spec.name}: nothing published yet ({latest} does not exist)"
+    pointer = storage.read_json(latest)
+    lineage = storage.read_json(RunLayout.of(spec, pointer["version"]).version_lineage)
     return format_summary(lineage, pointer["uri"])
 
 
 def run_summary(spec: CorpusSpec, run_id: str) -> str:
-    run = RunContext.create(spec, run_id)
-    lineage = storage.read_json(run.run_uri("lineage.json"))
-    where = run.version_uri() if storage.exists(run.version_uri("manifest.json")) else None
+    layout = RunLayout.of(spec, run_id)
+    lineage = storage.read_json(layout.lineage)
+    where = layout.version_uri() if storage.exists(layout.manifest) else None
     return format_summary(lineage, where)

@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 from . import storage
 from .engines import Engine, EngineError, SamplingParams, load_engine
 from .prompts import Template, TemplateError, environment, load_template, render
-from .run import RunContext, StageResult
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .spec import TopicsSpec
 
 log = logging.getLogger(__name__)
 
@@ -561,7 +562,7 @@ def read_seeds(uri: str) -> Seeds:
     return seeds
 
 
-def _topic(topic_id: str, kind: str, label: str, **extra: Any) -> dict[str, Any]:
+def topic_row(topic_id: str, kind: str, label: str, **extra: Any) -> dict[str, Any]:
     row = {
         "topic_id": topic_id, "kind": kind, "label": label, "score": None, "size": 1, "keywords": [],
         "kept": True, "reason": "", "label_source": kind, "label_attempts": 0,
@@ -571,7 +572,7 @@ def _topic(topic_id: str, kind: str, label: str, **extra: Any) -> dict[str, Any]
     return row
 
 
-def _schema() -> Any:
+def topics_schema() -> Any:
     import pyarrow as pa
 
     return pa.schema([
@@ -587,59 +588,11 @@ def _count(values: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(values).items()))
 
 
-def extract_topics(run: RunContext, seeds_uri: str, engine: Engine | None = None) -> StageResult:
-    """Topics of every seed; writes topics.parquet and assignments.parquet (one row per seed)."""
-    import pyarrow as pa
-
-    seeds = read_seeds(seeds_uri)
-    n = len(seeds.seed_id)
-    topics: list[dict[str, Any]] = []
-    assigned: list[str | None] = [None] * n  # topic id per seed, in seed order
-
-    for i in seeds.indices("outline"):
-        topics.append(_topic(seeds.seed_id[i], "outline", seeds.unit[i], reason="outline unit",
-                             subject=seeds.subject[i], course=seeds.course[i], extract=seeds.text[i]))
-        assigned[i] = seeds.seed_id[i]
-    instructions = seeds.indices("instruction")
-    if instructions:
-        topics.append(_topic(INSTRUCTIONS_TOPIC, "instruction", INSTRUCTIONS_TOPIC, size=len(instructions),
-                             reason="instruction seeds"))
-        for i in instructions:
-            assigned[i] = INSTRUCTIONS_TOPIC
-    web = seeds.indices("web")
-    web_stats: dict[str, Any] = {}
-    if web:
-        web_topics, labels, web_stats = _web_topics(run, [seeds.text[i] or "" for i in web], engine)
-        topics.extend(web_topics)
-        ids = [t["topic_id"] for t in web_topics]
-        for i, c in zip(web, labels.tolist()):
-            assigned[i] = ids[c]
-        del labels
-
-    topics_uri = run.run_uri("topics", "topics.parquet")
-    assign_uri = run.run_uri("topics", "assignments.parquet")
-    storage.write_parquet(topics_uri, pa.Table.from_pylist(topics, schema=_schema()))
-    storage.write_parquet(assign_uri, pa.table({"seed_id": pa.array(seeds.seed_id, pa.string()),
-                                                "topic_id": pa.array(assigned, pa.string())}))
-    kept = sum(t["kept"] for t in topics)
-    stats = {
-        "seeds": n,
-        "seeds_by_kind": _count(seeds.kind),
-        "topics": len(topics),
-        "topics_by_kind": _count(t["kind"] for t in topics),
-        "kept": kept,
-        "dropped": len(topics) - kept,
-        "dropped_by_reason": _count(t["reason"].split(":")[0].split(" ")[0] for t in topics if not t["kept"]),
-        "label_sources": _count(t["label_source"] for t in topics),
-        **web_stats,
-    }
-    return StageResult("topics", {"topics": topics_uri, "assignments": assign_uri}, stats).save(run)
-
-
-def _web_topics(run: RunContext, texts: list[str], engine: Engine | None) -> tuple[list[dict[str, Any]], np.ndarray, dict[str, Any]]:
+def web_topics(texts: list[str], cfg: TopicsSpec, template_dir: Path, engine: Engine | None,
+               engine_config: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, dict[str, Any]]:
     """Embed, cluster, keyword and label web texts: topic rows (web-0000 = largest cluster), the cluster
-    index of every text, and stats."""
-    cfg = run.spec.topics
+    index of every text, and stats. ``engine``: the labeler, else one is loaded from ``engine_config``
+    (only when ``cfg.labeler`` is ``engine``) and closed at the end."""
     started = time.perf_counter()
     model = load_embedder()
     load_s = time.perf_counter() - started
@@ -670,9 +623,9 @@ def _web_topics(run: RunContext, texts: list[str], engine: Engine | None) -> tup
             label, score, source, attempts = ", ".join(kws[:LABEL_KEYWORDS]) or f"web cluster {c}", None, "keywords", 0
             if cfg.labeler == "engine":
                 if template is None:
-                    template = load_label_template(run.spec.template_dir)
+                    template = load_label_template(template_dir)
                 if engine is None:
-                    engine = load_engine({**run.spec.canonical()["generation"], "base_dir": str(run.spec.spec_dir)})
+                    engine = load_engine(engine_config)
                     own_engine = True
                 prompt = render_label_prompt(template, [truncate_words(texts[i]) for i in clusters.nearest[c]])
                 params = SamplingParams(max_tokens=cfg.label_max_tokens, **LABEL_SAMPLING)
@@ -688,7 +641,7 @@ def _web_topics(run: RunContext, texts: list[str], engine: Engine | None) -> tup
                                 c, attempts, label, outcome.errors[-1] if outcome.errors else "-")
             how = source if cfg.labeler == "keywords" or source == "engine" else "fallback"
             kept, reason = decide(label, kws, score, min_score=cfg.min_score, deny=cfg.deny, source=how)
-            rows.append(_topic(
+            rows.append(topic_row(
                 f"web-{c:04d}", "web", label, score=score, size=size, keywords=kws, kept=kept, reason=reason,
                 label_source=source, label_attempts=attempts, extract=texts[clusters.nearest[c][0]],
             ))
@@ -723,3 +676,44 @@ def _web_topics(run: RunContext, texts: list[str], engine: Engine | None) -> tup
         }
     }
     return rows, clusters.labels, stats
+
+
+def extract(seeds: Seeds, cfg: TopicsSpec, template_dir: Path, engine: Engine | None,
+            engine_config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str | None], dict[str, Any]]:
+    """Topics of every seed: (topic rows, the topic id of every seed in seed order, stats)."""
+    n = len(seeds.seed_id)
+    topics: list[dict[str, Any]] = []
+    assigned: list[str | None] = [None] * n  # topic id per seed, in seed order
+
+    for i in seeds.indices("outline"):
+        topics.append(topic_row(seeds.seed_id[i], "outline", seeds.unit[i], reason="outline unit",
+                                subject=seeds.subject[i], course=seeds.course[i], extract=seeds.text[i]))
+        assigned[i] = seeds.seed_id[i]
+    instructions = seeds.indices("instruction")
+    if instructions:
+        topics.append(topic_row(INSTRUCTIONS_TOPIC, "instruction", INSTRUCTIONS_TOPIC, size=len(instructions),
+                                reason="instruction seeds"))
+        for i in instructions:
+            assigned[i] = INSTRUCTIONS_TOPIC
+    web = seeds.indices("web")
+    web_stats: dict[str, Any] = {}
+    if web:
+        web_rows, labels, web_stats = web_topics([seeds.text[i] or "" for i in web], cfg, template_dir, engine, engine_config)
+        topics.extend(web_rows)
+        ids = [t["topic_id"] for t in web_rows]
+        for i, c in zip(web, labels.tolist()):
+            assigned[i] = ids[c]
+        del labels
+    kept = sum(t["kept"] for t in topics)
+    stats = {
+        "seeds": n,
+        "seeds_by_kind": _count(seeds.kind),
+        "topics": len(topics),
+        "topics_by_kind": _count(t["kind"] for t in topics),
+        "kept": kept,
+        "dropped": len(topics) - kept,
+        "dropped_by_reason": _count(t["reason"].split(":")[0].split(" ")[0] for t in topics if not t["kept"]),
+        "label_sources": _count(t["label_source"] for t in topics),
+        **web_stats,
+    }
+    return topics, assigned, stats

@@ -1,6 +1,8 @@
 """Worker entrypoint, the same for an in-process Airflow task and a Kubernetes pod:
 
-    python -m synthcorpus.worker generate --input URI --output URI
+    python -m synthcorpus.worker generate --input URI --output URI --parts URI --marker URI --shard N
+
+It runs one ``generate`` work unit under the stage completion protocol (``synthcorpus.stages.generate``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ def main(argv: list[str] | None = None) -> dict:
     gen = sub.add_parser("generate", help="generate one plan shard into one output shard")
     gen.add_argument("--input", required=True, help="URI of the plan shard (Parquet)")
     gen.add_argument("--output", required=True, help="URI of the output shard (Parquet)")
+    gen.add_argument("--parts", required=True, help="URI of the shard's checkpoint parts folder")
+    gen.add_argument("--marker", required=True, help="URI of the shard's commit marker (JSON)")
+    gen.add_argument("--shard", required=True, type=int, help="the shard index")
     args = parser.parse_args(argv)
-    from .generation import generate_shard
+    from .stages.generate import run_unit
 
-    return generate_shard(args.input, args.output)
+    return run_unit({"index": args.shard, "input": args.input, "output": args.output, "parts": args.parts,
+                     "marker": args.marker})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from synthcorpus.stages import TABLE
 from tests.conftest import ROOT, tiny_spec_dict, write_spec
 
 HEAVY = ["great_expectations", "llama_cpp", "torch", "vllm", "sentence_transformers", "pandas", "datasets", "sklearn"]
@@ -44,9 +45,11 @@ def test_shipped_specs_parse_fast_without_heavy_imports(tmp_path):
     assert result["errors"] == {}
     assert "synthcorpus_demo" in result["dags"]
     tasks = result["dags"]["synthcorpus_demo"]["tasks"]
+    # One task per row of the stage table, nothing else.
     assert tasks == sorted(["seeds", "topics", "prompts", "plan_shards", "generate", "filter_shard", "dedup",
-                            "dedup_shards", "minhash_signatures", "near_dedup",
-                            "decontaminate", "clean_shards", "validate_shard", "quality_gate", "publish", "summary"])
+                            "minhash_signatures", "near_dedup",
+                            "decontaminate", "validate_shard", "quality_gate", "publish", "summary"])
+    assert tasks == sorted(s.name for s in TABLE)
     assert result["heavy"] == [], f"imported at parse time: {result['heavy']}"
     assert result["parse_s"] < 1.0, f"parsing all DAG files took {result['parse_s']:.2f}s"
 

@@ -9,33 +9,21 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from synthcorpus import storage, tasks
-from synthcorpus.generation import generate_shard
-from synthcorpus.publish import PublishError, publish, verify_version
+from synthcorpus import storage
+from synthcorpus.publish import PublishError, verify_version
 from synthcorpus.quality.gate import GateFailed
-from synthcorpus.run import RunContext
 from synthcorpus.spec import load_spec
+from synthcorpus.stages import publish
+from synthcorpus.stages.contract import RunContext, SpecChangedError, execute
+from synthcorpus.stages.runner import run_pipeline
 from synthcorpus.summary import run_summary
 from tests.conftest import tiny_spec_dict, write_spec
 from tests.fakes import FakeEngine
 
 
 def run_all(spec_path, run_id, engine):
-    """Same order as synthcorpus.pipeline.run_pipeline, with the engine injected."""
-    seeds = tasks.seeds(spec_path, run_id)
-    topics = tasks.topics(spec_path, run_id, seeds["outputs"]["seeds"])
-    prompts = tasks.prompts(spec_path, run_id, seeds["outputs"]["seeds"], topics)
-    shards = tasks.plan(spec_path, run_id, prompts["outputs"]["prompts"])
-    for shard in shards:
-        generate_shard(shard["input"], shard["output"], engine=engine)
-    filtered = [tasks.filter_shard(spec_path, run_id, s["output"])["outputs"]["kept"] for s in shards]
-    dedup = tasks.dedup(spec_path, run_id, filtered)
-    docs = dedup["outputs"]["documents"]
-    sigs = [tasks.signatures(spec_path, run_id, uri) for uri in docs]
-    near = tasks.near_dedup(spec_path, run_id, docs, sigs)
-    clean = tasks.decontaminate(spec_path, run_id, near["outputs"]["documents"])
-    tasks.gate(spec_path, run_id, clean["outputs"]["documents"])
-    return tasks.publish(spec_path, run_id)
+    """The in-process runner over the stage table, with the engine injected; publish's marker."""
+    return run_pipeline(spec_path, run_id, engine=engine, until="publish")["publish"]
 
 
 @pytest.fixture
@@ -69,7 +57,7 @@ def test_publish_layout_manifest_card_and_lineage(spec_path):
     assert lineage["gate"]["passed"] is True
     assert set(lineage["templates"]) == {"en/textbook", "en/blog_post", "en/story"}
     assert lineage["model"]["model"] == "fake-model"
-    latest = storage.read_json(run.latest_uri)
+    latest = storage.read_json(run.layout.latest)
     assert latest["version"] == run.version and latest["rows"] == 10
     assert "PASSED" in run_summary(run.spec, run.run_id)
 
@@ -87,21 +75,21 @@ def test_gate_failure_publishes_nothing_and_keeps_latest(spec_path, tmp_path):
     run_all(spec_path, "good", FakeEngine())
     spec = load_spec(spec_path)
     good = RunContext.create(spec, "good")
-    latest_before = storage.read_json(good.latest_uri)
+    latest_before = storage.read_json(good.layout.latest)
     # Every generated text identical: exact dedup leaves 1 document, below min_documents=5.
     strict = write_spec(tmp_path, tiny_spec_dict(documents=10, **{"quality.min_documents": 5}), "strict.yaml")
     with pytest.raises(GateFailed) as info:
         run_all(str(strict), "bad", FakeEngine(same_text=True))
     assert "documents" in str(info.value) and ">= 5" in str(info.value)
     bad = RunContext.create(spec, "bad")
-    assert not storage.exists(bad.version_uri())  # not a single file under the version
-    assert storage.read_json(bad.latest_uri) == latest_before
-    report = storage.read_json(bad.run_uri("gate", "report.json"))
+    assert not storage.exists(bad.layout.version_uri())  # not a single file under the version
+    assert storage.read_json(bad.layout.latest) == latest_before
+    report = storage.read_json(bad.layout.output("quality_gate", "report"))
     assert report["passed"] is False and report["metrics"]["documents"] == 1
-    assert storage.exists(bad.run_uri("gate", "data_docs", "index.html"))
-    assert storage.read_json(bad.run_uri("lineage.json"))["gate"]["passed"] is False
+    assert storage.exists(storage.join(bad.layout.output("quality_gate", "data_docs"), "index.html"))
+    assert storage.read_json(bad.layout.lineage)["gate"]["passed"] is False
     with pytest.raises(PublishError, match="quality gate failed; nothing is published"):
-        publish(bad)
+        publish.run(bad)
     assert "FAILED" in run_summary(spec, "bad")
 
 
@@ -114,29 +102,28 @@ def test_rerun_same_run_id_skips_committed_shards_and_new_run_moves_latest(spec_
     assert again["outputs"]["version"] == first["outputs"]["version"]
     run_all(spec_path, "r2", engine)
     spec = load_spec(spec_path)
-    assert storage.read_json(RunContext.create(spec, "x").latest_uri)["version"] == "r2"
+    assert storage.read_json(RunContext.create(spec, "x").layout.latest)["version"] == "r2"
     # Re-running the older run does not move latest back.
     run_all(spec_path, "r1", engine)
-    assert storage.read_json(RunContext.create(spec, "x").latest_uri)["version"] == "r2"
+    assert storage.read_json(RunContext.create(spec, "x").layout.latest)["version"] == "r2"
 
 
 def test_partial_shard_without_marker_is_regenerated(spec_path):
     engine = FakeEngine()
     run_all(spec_path, "r1", engine)
     run = RunContext.create(load_spec(spec_path), "r1")
-    out = run.run_uri("generate", "shard-00000.parquet")
-    storage.delete(storage.marker(out))  # as if the task died between data and marker
-    generate_shard(run.run_uri("plan", "shard-00000.parquet"), out, engine=engine)
+    storage.delete(run.layout.marker("generate", 0))  # as if the task died between data and marker
+    execute(RunContext.create(run.spec, "r1", engine=engine), "generate", 0)
     assert len(engine.calls) == 14  # shard 0 (4 rows) generated again, others untouched
 
 
 def test_spec_changed_mid_run_is_refused(spec_path):
-    tasks.seeds(spec_path, "r1")
+    run_pipeline(spec_path, "r1", until="seeds")
     data = yaml.safe_load(open(spec_path))
     data["generation"]["temperature"] = 0.1
     open(spec_path, "w").write(yaml.safe_dump(data))
-    with pytest.raises(tasks.SpecChangedError, match="changed since run r1 started"):
-        tasks.topics(spec_path, "r1", "unused")
+    with pytest.raises(SpecChangedError, match="changed since run r1 started"):
+        run_pipeline(spec_path, "r1", until="topics")
 
 
 def test_checksums_detect_tampering(spec_path):
@@ -158,8 +145,8 @@ def test_object_store_path_without_local_files(tmp_path, monkeypatch):
     manifest = verify_version(version)
     assert manifest["rows"] == 6
     run = RunContext.create(load_spec(spec_path), "mem1")
-    assert storage.read_json(run.latest_uri)["version"] == "mem1"
-    assert any(u.endswith("shard-00000.parquet.commit.json") for u in storage.list_files(run.run_uri("generate")))
+    assert storage.read_json(run.layout.latest)["version"] == "mem1"
+    assert storage.exists(run.layout.marker("generate", 0)) and storage.exists(run.layout.shard("generate", 0))
 
 
 def test_gate_override_publishes_with_an_audited_reason(tmp_path, storage_uri):
@@ -168,19 +155,19 @@ def test_gate_override_publishes_with_an_audited_reason(tmp_path, storage_uri):
         run_all(strict, "r1", FakeEngine())
     spec = load_spec(strict)
     run = RunContext.create(spec, "r1")
-    assert storage.read_json(storage.join(run.corpus_uri, "quarantine", "r1.json"))["passed"] is False
-    assert not storage.exists(run.latest_uri)
+    assert storage.read_json(run.layout.quarantine)["passed"] is False
+    assert not storage.exists(run.layout.latest)
 
     # The same failing run, its gate re-run with an override reason: published, the reason on record.
-    gated = storage.read_json(run.run_uri("gate", "report.json"))["documents"]
-    tasks.gate(strict, "r1", gated, override_reason="release for ablation study, ticket DATA-42")
-    version = tasks.publish(strict, "r1")["outputs"]["version"].removeprefix("file://")
+    published = run_pipeline(strict, "r1", {"override_gate_reason": "release for ablation study, ticket DATA-42"},
+                             engine=FakeEngine(), until="publish")["publish"]
+    version = published["outputs"]["version"].removeprefix("file://")
     lineage = json.load(open(f"{version}/lineage.json"))
     assert lineage["gate"]["passed"] is False
     assert lineage["gate"]["override"]["reason"] == "release for ablation study, ticket DATA-42"
     assert lineage["gate"]["override"]["failed_expectations"] == ["expect_column_values_to_be_between (documents)"]
     assert "published by override: release for ablation study" in open(f"{version}/README.md").read()
-    assert storage.read_json(run.latest_uri)["version"] == "r1"
+    assert storage.read_json(run.layout.latest)["version"] == "r1"
 
 
 def test_user_expectations_from_the_spec_gate_the_release(tmp_path, storage_uri):
@@ -188,7 +175,7 @@ def test_user_expectations_from_the_spec_gate_the_release(tmp_path, storage_uri)
     bad = {"batch": "documents", "type": "expect_column_values_to_match_regex", "kwargs": {"column": "text", "regex": "^Once upon"}}
     good_spec = str(write_spec(tmp_path, tiny_spec_dict(documents=4, **{"quality.expectations": [ok]}), "good.yaml"))
     run_all(good_spec, "u1", FakeEngine())
-    report = storage.read_json(RunContext.create(load_spec(good_spec), "u1").run_uri("gate", "report.json"))
+    report = storage.read_json(RunContext.create(load_spec(good_spec), "u1").layout.output("quality_gate", "report"))
     assert any(e["expectation"] == "expect_column_values_to_be_in_set" and e["success"] for e in report["expectations"])
     bad_spec = str(write_spec(tmp_path, tiny_spec_dict(name="tiny2", documents=4, **{"quality.expectations": [ok, bad]}), "bad.yaml"))
     with pytest.raises(GateFailed, match="expect_column_values_to_match_regex"):

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import BUNDLED_MODEL
-from .base import Completion, Engine, EngineError, SamplingParams, sha256_file
+from ..hashing import sha256_file
+from .base import Completion, Engine, EngineError, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def resolve_model(model: str, base_dir: str | None = None) -> Path:
 
 @lru_cache(maxsize=8)
 def _cached_sha256(path: str, mtime: float) -> str:
-    return sha256_file(Path(path))
+    return sha256_file(path)
 
 
 class LlamaCppEngine(Engine):

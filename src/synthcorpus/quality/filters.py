@@ -23,8 +23,6 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from .. import storage
-from ..run import RunContext, StageResult
 
 if TYPE_CHECKING:
     from ..spec import HeuristicsSpec, QualitySpec
@@ -348,82 +346,62 @@ def _reason(
 ADDED_COLUMNS = (("n_words", "int64"), ("n_chars", "int64"), ("text_hash", "string"))
 
 
-def filter_shard(run: RunContext, generated_uri: str, batch_size: int = 1024) -> StageResult:
-    """Filter one generated shard, streaming it as record batches of ``batch_size`` rows: kept rows go
-    to ``filter/<shard>``, removed rows (with ``filter_reason``) to ``filter/removed-<shard>``."""
+def kept_schema(schema: Any) -> Any:
+    """The schema of kept rows: the generated shard's plus ``ADDED_COLUMNS``."""
+    import pyarrow as pa
+
+    for col, typ in ADDED_COLUMNS:
+        schema = _with_field(schema, pa.field(col, getattr(pa, typ)()))
+    return schema
+
+
+def removed_schema(schema: Any) -> Any:
+    import pyarrow as pa
+
+    return _with_field(kept_schema(schema), pa.field("filter_reason", pa.string()))
+
+
+def filter_batch(table: Any, quality: QualitySpec, phrases: Mapping[str, Sequence[str]],
+                 confusion: dict[str, Counter[str]]) -> tuple[Any, Any, list[str]]:
+    """Apply every rule to one table of generated rows: (kept rows, removed rows with ``filter_reason``,
+    the reasons of the removed rows). Adds ``ADDED_COLUMNS``; counts requested -> detected language in
+    ``confusion`` (failed rows excluded)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from .langid import detect
 
-    name = generated_uri.rsplit("/", 1)[-1]
-    out_uri = run.run_uri("filter", name)
-    done = storage.committed(out_uri)
-    if done is not None:
-        return StageResult("filter", {"kept": out_uri, "removed": done["removed_uri"]}, done)
-    quality = run.spec.quality
-    phrases = refusal_phrases(quality)
-    removed_uri = run.run_uri("filter", "removed-" + name)
-
-    kept_schema = storage.parquet_schema(generated_uri)
-    for col, typ in ADDED_COLUMNS:
-        kept_schema = _with_field(kept_schema, pa.field(col, getattr(pa, typ)()))
-    removed_schema = _with_field(kept_schema, pa.field("filter_reason", pa.string()))
-
-    n_input = n_kept = 0
-    reasons: Counter[str] = Counter()
-    confusion: dict[str, Counter[str]] = {}
-    # Kept is the committed file: opened first, so it is closed (moved into place) after the removed one.
-    with storage.ParquetStreamWriter(out_uri, kept_schema) as kept_out, \
-            storage.ParquetStreamWriter(removed_uri, removed_schema) as removed_out:
-        for batch in storage.iter_batches(generated_uri, batch_size=batch_size):
-            table = pa.Table.from_batches([batch])
-            n = table.num_rows
-            cols = {c: table.column(c).to_pylist() if c in table.column_names else [None] * n
-                    for c in ("text", "finish_reason", "language", "status")}
-            row_reasons: list[str | None] = []
-            n_words, n_chars, hashes = [], [], []
-            for text, finish, lang, status in zip(cols["text"], cols["finish_reason"], cols["language"], cols["status"]):
-                text = text or ""
-                words = _WORD.findall(text)
-                detected = None
-                if text.strip() and lang and status != "failed":
-                    detected = detect(text)  # once per row: for the confusion counts and the wrong-language rule
-                    confusion.setdefault(lang, Counter())[detected[0]] += 1
-                # Rows the generator gave up on (after max_attempts) are kept in its output so that every prompt
-                # id appears exactly once; here they leave the corpus with their own reason.
-                if status == "failed":
-                    reason = "generation_failed"
-                else:
-                    row = {"text": text, "finish_reason": finish, "language": lang}
-                    reason = _reason(row, quality, phrases, detected, words)
-                row_reasons.append(reason)
-                n_words.append(len(words))
-                n_chars.append(len(text))
-                hashes.append(text_hash(text))
-            table = _with_column(pa, table, "n_words", pa.array(n_words, pa.int64()))
-            table = _with_column(pa, table, "n_chars", pa.array(n_chars, pa.int64()))
-            table = _with_column(pa, table, "text_hash", pa.array(hashes, pa.string()))
-            keep = pa.array([r is None for r in row_reasons], pa.bool_())
-            kept = table.filter(keep)
-            removed = table.filter(pc.invert(keep))
-            removed = _with_column(pa, removed, "filter_reason", pa.array([r for r in row_reasons if r], pa.string()))
-            kept_out.write(kept)
-            removed_out.write(removed)
-            n_input += n
-            n_kept += kept.num_rows
-            reasons.update(r for r in row_reasons if r)
-    stats = {
-        "input": n_input,
-        "kept": n_kept,
-        "removed": n_input - n_kept,
-        "reasons": {r: reasons.get(r, 0) for r in reason_names(quality.heuristics)},
-        # requested language -> detected language -> documents (before filtering, failed rows excluded)
-        "language_confusion": {k: dict(sorted(v.items())) for k, v in sorted(confusion.items())},
-        "removed_uri": removed_uri,
-    }
-    storage.write_marker(out_uri, n_kept, stats)  # last: a shard without a marker does not exist
-    return StageResult("filter", {"kept": out_uri, "removed": removed_uri}, stats)
+    n = table.num_rows
+    cols = {c: table.column(c).to_pylist() if c in table.column_names else [None] * n
+            for c in ("text", "finish_reason", "language", "status")}
+    row_reasons: list[str | None] = []
+    n_words, n_chars, hashes = [], [], []
+    for text, finish, lang, status in zip(cols["text"], cols["finish_reason"], cols["language"], cols["status"]):
+        text = text or ""
+        words = _WORD.findall(text)
+        detected = None
+        if text.strip() and lang and status != "failed":
+            detected = detect(text)  # once per row: for the confusion counts and the wrong-language rule
+            confusion.setdefault(lang, Counter())[detected[0]] += 1
+        # Rows the generator gave up on (after max_attempts) are kept in its output so that every prompt
+        # id appears exactly once; here they leave the corpus with their own reason.
+        if status == "failed":
+            reason = "generation_failed"
+        else:
+            row = {"text": text, "finish_reason": finish, "language": lang}
+            reason = _reason(row, quality, phrases, detected, words)
+        row_reasons.append(reason)
+        n_words.append(len(words))
+        n_chars.append(len(text))
+        hashes.append(text_hash(text))
+    table = _with_column(pa, table, "n_words", pa.array(n_words, pa.int64()))
+    table = _with_column(pa, table, "n_chars", pa.array(n_chars, pa.int64()))
+    table = _with_column(pa, table, "text_hash", pa.array(hashes, pa.string()))
+    keep = pa.array([r is None for r in row_reasons], pa.bool_())
+    removed_reasons = [r for r in row_reasons if r]
+    removed = table.filter(pc.invert(keep))
+    removed = _with_column(pa, removed, "filter_reason", pa.array(removed_reasons, pa.string()))
+    return table.filter(keep), removed, removed_reasons
 
 
 def _with_field(schema: Any, field: Any) -> Any:

@@ -1,12 +1,12 @@
 """MinHash near-dedup across a whole run, in two sharded steps (like datatrove's four MinHash stages,
 folded into two and streamed).
 
-1. ``signature_shard`` (one task per filtered shard): word n-gram shingles over ``normalize(text)``
-   (the same normal form as exact dedup), MinHash with ``bands * rows`` universal hash functions, and
-   one 64-bit *band hash* per band. Written to ``dedup/signatures/shard-XXXXX.parquet`` with columns
+1. ``write_signatures`` (one task per shard: the ``minhash_signatures`` stage): word n-gram shingles over
+   ``normalize(text)`` (the same normal form as exact dedup), MinHash with ``bands * rows`` universal hash
+   functions, and one 64-bit *band hash* per band. Written to one Parquet file per shard with columns
    ``shard, row, prompt_id, n_shingles, band_00 .. band_NN, sig``. Parquet is columnar, so bucketing
    reads one ``band_XX`` column at a time and never the full signatures.
-2. ``find_clusters`` (one task for the run): for each band, a sort of that band's hashes over the whole
+2. ``find_clusters`` (one task for the run: the ``near_dedup`` stage): for each band, a sort of that band's hashes over the whole
    run groups equal hashes; every member of a group is paired with the group's first document
    (star, O(n) pairs). Candidate pairs are optionally *verified* by the estimated Jaccard (share of equal
    MinHash values in the full ``sig``, read only for documents that are in some pair), then joined
@@ -41,11 +41,10 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .. import storage
-from ..run import RunContext, StageResult
+from ..spec import NearDedupSpec
 from .filters import normalize
 
-SIG_STAGE_DIR = ("dedup", "signatures")
-CLUSTERS_FILE = ("dedup", "minhash-clusters.parquet")
+_DEFAULTS = NearDedupSpec()  # one set of defaults: the spec's
 CHUNK = 4096  # shingles per vectorized MinHash block: CHUNK x bands*rows x 8 bytes (~3.7 MB at 112)
 _MASK64 = (1 << 64) - 1
 _MAX = np.uint32(0xFFFFFFFF)
@@ -56,15 +55,20 @@ _K = np.uint64(0x9E3779B97F4A7C15)
 
 @dataclass(frozen=True)
 class MinHashParams:
-    ngram: int = 5
-    bands: int = 14
-    rows: int = 8
-    seed: int = 1
+    ngram: int = _DEFAULTS.ngram
+    bands: int = _DEFAULTS.bands
+    rows: int = _DEFAULTS.rows
+    seed: int = _DEFAULTS.seed
     # Candidate pairs whose estimated Jaccard (share of equal MinHash values) is below this are dropped;
     # None keeps every LSH candidate (datatrove's behaviour). 0.6 removes band-hash luck at J ~ 0.5
     # (candidate probability 5 % at 14x8) while keeping pairs near the LSH threshold (~0.72).
-    verify_threshold: float | None = 0.6
+    verify_threshold: float | None = _DEFAULTS.verify_threshold
     batch_size: int = 1024
+
+    @classmethod
+    def from_spec(cls, near_dedup: NearDedupSpec) -> MinHashParams:
+        nd = near_dedup
+        return cls(ngram=nd.ngram, bands=nd.bands, rows=nd.rows, seed=nd.seed, verify_threshold=nd.verify_threshold)
 
     def __post_init__(self) -> None:
         for name in ("ngram", "bands", "rows", "batch_size"):
@@ -285,48 +289,32 @@ def _schema(params: MinHashParams, index: int) -> Any:
     return pa.schema(fields, metadata=meta)
 
 
-def shard_index(uri: str) -> int:
-    m = re.search(r"(\d+)(?!.*\d)", uri.rsplit("/", 1)[-1])
-    if not m:
-        raise ValueError(f"{uri}: cannot tell the shard index from the name; pass shard=")
-    return int(m.group(1))
-
-
-def signature_shard(run: RunContext, shard_uri: str, params: MinHashParams | None = None,
-                    shard: int | None = None) -> str:
-    """Signatures + band hashes of one filtered shard -> ``dedup/signatures/shard-XXXXX.parquet``.
-    Idempotent: a committed output made with the same signature parameters is reused."""
+def write_signatures(documents_uri: str, out_uri: str, shard: int, params: MinHashParams | None = None) -> dict[str, Any]:
+    """Signatures + band hashes of one document shard (``shard``: its index in the run's global order)
+    -> ``out_uri``, streamed one record batch of texts at a time. Returns rows and empty-shingle counts."""
     import pyarrow as pa
 
     params = params or MinHashParams()
-    index = shard_index(shard_uri) if shard is None else shard
-    out_uri = run.run_uri(*SIG_STAGE_DIR, f"shard-{index:05d}.parquet")
-    done = storage.committed(out_uri)
-    if done is not None and done.get("params") == params.signature_key():
-        return out_uri
-    schema = _schema(params, index)
+    schema = _schema(params, shard)
     rows = empty = 0
-    # Streamed: one record batch of texts in memory at a time, signatures written batch by batch.
     with storage.ParquetStreamWriter(out_uri, schema) as writer:
-        for batch in storage.iter_batches(shard_uri, ["text", "prompt_id"], params.batch_size):
+        for batch in storage.iter_batches(documents_uri, ["text", "prompt_id"], params.batch_size):
             texts = [t or "" for t in batch.column("text").to_pylist()]
             sig, counts = _batch_signatures(texts, params)
             bands = _band_hashes(sig, params)
             n = len(texts)
             pid = batch.column("prompt_id").cast(pa.string()) if "prompt_id" in batch.schema.names else pa.nulls(n, pa.string())
-            arrays = [pa.array(np.full(n, index, np.int32)), pa.array(np.arange(rows, rows + n, dtype=np.int64)), pid,
+            arrays = [pa.array(np.full(n, shard, np.int32)), pa.array(np.arange(rows, rows + n, dtype=np.int64)), pid,
                       pa.array(counts.astype(np.int32))]
             arrays += [pa.array(bands[:, i]) for i in range(params.bands)]
             arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1)), params.num_perm))
             writer.write(pa.record_batch(arrays, schema=schema))
             rows += n
             empty += int((counts == 0).sum())
-    storage.write_marker(out_uri, rows, {"shard": index, "source": shard_uri, "no_shingles": empty,
-                                         "params": params.signature_key()})
-    return out_uri
+    return {"rows": rows, "no_shingles": empty, "params": params.signature_key()}
 
 
-# -------------------------------------------------------------------------------------- stage: clusters
+# -------------------------------------------------------------------------------------- clusters
 
 
 class _Files:
@@ -457,19 +445,3 @@ def find_clusters(signature_uris: Iterable[str], params: MinHashParams | None = 
         ids.extend(chunk.to_pylist())
     pos = {int(n): ids[i] for i, n in enumerate(nodes)}
     return [(pos[int(g[0])], [pos[int(x)] for x in g[1:]]) for g in groups]
-
-
-def minhash_clusters(run: RunContext, signature_uris: list[str], params: MinHashParams | None = None) -> StageResult:
-    """The run-level clusters task: writes ``dedup/minhash-clusters.parquet`` (one row per dropped
-    document: ``dup_id``, ``keep_id``) and returns its URI and counts."""
-    import pyarrow as pa
-
-    params = params or MinHashParams()
-    clusters = find_clusters(signature_uris, params)
-    keep = [k for k, dups in clusters for _ in dups]
-    dup = [d for _, dups in clusters for d in dups]
-    uri = run.run_uri(*CLUSTERS_FILE)
-    storage.write_parquet(uri, pa.table({"dup_id": pa.array(dup, pa.string()), "keep_id": pa.array(keep, pa.string())}))
-    stats = {"clusters": len(clusters), "duplicates": len(dup), "threshold": round(params.threshold(), 4),
-             "params": params.to_dict()}
-    return StageResult("minhash", {"clusters": uri}, stats)

@@ -1,0 +1,47 @@
+"""generate (mapped, one task per plan shard): generate every prompt of one work unit with the engine.
+
+Reads ``plan_shards/shard-N.parquet``; writes ``generate/shard-N.parquet`` (every prompt id exactly
+once; rows that failed validation ``max_attempts`` times kept with ``status=failed``), checkpointing to
+``generate/shard-N.parts/`` on the way. The algorithm (resume, refine loop, accounting) lives in
+:mod:`synthcorpus.generation`.
+
+The local runner calls :func:`run` in the Airflow task; the Kubernetes runner maps one pod per shard
+that runs ``python -m synthcorpus.worker generate`` -- the same :func:`run_unit`, the same marker.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .contract import RunContext, StageResult, commit_once
+
+if TYPE_CHECKING:
+    from ..engines import Engine
+    from ..layout import RunLayout
+
+NAME = "generate"
+READS = ("plan_shards",)
+MAPPED = True
+
+
+def work_unit(layout: RunLayout, index: int) -> dict[str, Any]:
+    """Everything a worker needs for shard ``index``: JSON, so it travels through XCom and pod arguments."""
+    return {"index": index, "input": layout.shard("plan_shards", index), "output": layout.shard(NAME, index),
+            "parts": layout.parts(NAME, index), "marker": layout.marker(NAME, index)}
+
+
+def produce(unit: dict[str, Any], engine: Engine | None = None) -> StageResult:
+    from ..generation import generate_shard
+
+    stats = generate_shard(unit["input"], unit["output"], unit["parts"], engine=engine)
+    # The committed shard supersedes its checkpoint parts: deleted once the marker is written.
+    return StageResult(NAME, {"shard": unit["output"]}, stats, shard=int(unit["index"]), temporary=[unit["parts"]])
+
+
+def run_unit(unit: dict[str, Any], engine: Engine | None = None) -> dict[str, Any]:
+    """Generate one work unit under the completion protocol (what the pod's worker command runs)."""
+    return commit_once(unit["marker"], lambda: produce(unit, engine))
+
+
+def run(run: RunContext, shard: int | None) -> StageResult:
+    return produce(work_unit(run.layout, shard), run.engine)

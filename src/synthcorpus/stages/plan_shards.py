@@ -1,0 +1,68 @@
+"""plan_shards: split the prompt set into self-contained generation work units.
+
+Reads ``prompts``; writes ``plan_shards/shard-00000.parquet``: prompts plus the generation and
+validation config in the schema metadata, so a worker (in-process task or Kubernetes pod) needs nothing
+but the URIs of its unit. Shards are sized so that generation time dwarfs model load time; every mapped
+stage after this one has exactly these shards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+from .. import storage
+from .contract import RunContext, StageResult, result
+from .generate import work_unit
+
+NAME = "plan_shards"
+READS = ("prompts",)
+MAPPED = False
+LOAD_SHARE_WARNING = 0.05
+
+log = logging.getLogger(__name__)
+
+
+def run(run: RunContext, shard: int | None = None) -> StageResult:
+    from ..generation import META_KEY
+
+    spec = run.spec
+    gen = spec.generation
+    prompts = storage.read_parquet(result(run, "prompts")["outputs"]["prompts"])
+    n = prompts.num_rows
+    rows = gen.shard_size if gen.target_tokens_per_shard is None else max(1, gen.target_tokens_per_shard // gen.max_tokens)
+    if gen.max_shards is not None and math.ceil(n / rows) > gen.max_shards:
+        rows = math.ceil(n / gen.max_shards)
+    config = {
+        **spec.canonical()["generation"],
+        "quality": spec.canonical()["quality"],
+        "base_dir": str(spec.spec_dir),
+        "run_id": run.run_id,
+    }
+    meta = {META_KEY: json.dumps(config).encode()}
+    units = []
+    for index, start in enumerate(range(0, n, rows)):
+        part = prompts.slice(start, rows)
+        part = part.replace_schema_metadata({**(part.schema.metadata or {}), **meta})
+        unit = work_unit(run.layout, index)
+        storage.write_parquet(unit["input"], part)
+        units.append({**unit, "rows": part.num_rows})
+    # Upper bound: every row runs to max_tokens; real runs stop earlier, so the true load share is higher.
+    gen_s = rows * gen.max_tokens / gen.expected_tokens_per_s
+    load_share = gen.expected_load_s / (gen.expected_load_s + gen_s) if gen_s else 1.0
+    stats = {
+        "shards": len(units),
+        "prompts": n,
+        "rows_per_shard": rows,
+        "expected_load_s": gen.expected_load_s,
+        "expected_generation_s_per_shard": round(gen_s, 1),
+        "expected_load_share": round(load_share, 4),
+    }
+    if load_share > LOAD_SHARE_WARNING:
+        log.warning(
+            "plan: model load would be %.1f%% of each shard's time (%.0fs load vs %.0fs generation); "
+            "raise generation.target_tokens_per_shard or shard_size", 100 * load_share, gen.expected_load_s, gen_s,
+        )
+    log.info("plan: %d shards of <= %d prompts; expected load/generation share %.1f%%", len(units), rows, 100 * load_share)
+    return StageResult(NAME, {"shards": units}, stats, shards=[u["index"] for u in units])

@@ -1,0 +1,127 @@
+"""quality_gate: the release gate on the whole run. Merges the shard profiles and the stages' stats
+into one row of run metrics, validates it against the ``run_metrics`` expectations (GX Core) and
+combines it with every shard's ``documents`` expectations into one report.
+
+Reads ``validate_shard`` (running any shard not committed yet), the stats of ``filter_shard``,
+``dedup``, ``near_dedup`` and ``decontaminate``, and ``prompts``' diversity report; writes
+``quality_gate/report.json``, ``validation.json``, ``report.html``, ``diversity.json``, one Data Docs site
+(``quality_gate/data_docs/``) and the run's ``lineage.json``. A failed gate keeps a quarantine copy of
+the report and raises :class:`GateFailed` -- nothing is committed, nothing can be published -- unless
+the DAG param ``override_gate_reason`` gives a reason: then the run may be published and the override
+is recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .. import storage
+from .contract import RunContext, StageResult, execute, result, results, shards, stats
+
+NAME = "quality_gate"
+READS = ("validate_shard", "filter_shard", "dedup", "near_dedup", "decontaminate", "prompts")
+MAPPED = False
+
+log = logging.getLogger(__name__)
+
+
+def run(run: RunContext, shard: int | None = None) -> StageResult:
+    import pandas as pd
+
+    from ..layout import shard_name
+    from ..quality.gate import GateFailed, QualityReport, validate
+    from ..quality.release import merge_document_results, release_checks, report_html, run_metrics
+    from .validate_shard import suite_name
+
+    layout = run.layout
+    documents = result(run, "decontaminate")["outputs"]["documents"]
+    for index in shards(run):  # normally committed by the mapped validate_shard tasks already: then a no-op
+        execute(run, "validate_shard", index)
+    markers = results(run, "validate_shard")
+    shard_results = [{**storage.read_json(m["outputs"]["result"]), "shard": shard_name(m["shard"]), **m["stats"]}
+                     for m in markers]
+    checks = release_checks(run.spec)
+    stage_stats = {"filter_shard": [m["stats"] for m in results(run, "filter_shard")],
+                   **{s: stats(run, s) for s in ("dedup", "near_dedup", "decontaminate")}}
+    metrics, openings = run_metrics(run.spec, stage_stats, documents, [s["profile"] for s in shard_results])
+    write_diversity(run, openings)
+    include = {rel: storage.read_bytes(layout.shard_dir("validate_shard", m["shard"], rel))
+               for m, s in zip(markers, shard_results) for rel in s["gx_files"]}
+    docs_dir = layout.output(NAME, "data_docs")
+    with tempfile.TemporaryDirectory(prefix="synthcorpus-gx-") as tmp:
+        # One Data Docs site for the run: every shard's documents validation and the run metrics.
+        corpus = validate({"run_metrics": pd.DataFrame([metrics])}, [c for c in checks if c.batch == "run_metrics"],
+                          Path(tmp), suite_name=suite_name(run), run_name="run_metrics", include=include)
+        docs_uri = _copy_data_docs(corpus, docs_dir)
+    expectations = merge_document_results(shard_results, [c for c in checks if c.batch == "documents"]) + corpus.expectations
+    report = QualityReport(passed=corpus.passed and all(s["passed"] for s in shard_results), expectations=expectations,
+                           validation={"run_metrics": corpus.validation,
+                                       "shards": {s["shard"]: m["outputs"]["validation"] for m, s in zip(markers, shard_results)}})
+    validation_uri, report_uri, html_uri = (layout.output(NAME, n) for n in ("validation", "report", "report_html"))
+    storage.write_json(validation_uri, report.validation)
+    summary = {**report.to_dict(), "metrics": metrics, "data_docs": docs_uri,
+               "validation_json": validation_uri, "report_html": html_uri,
+               "shards": [{"shard": s["shard"], "source": m["outputs"]["source"], "rows": s["rows"], "passed": s["passed"]}
+                          for m, s in zip(markers, shard_results)],
+               "documents": list(documents), "override": None}
+    reason = (run.params.get("override_gate_reason") or "").strip()
+    if not report.passed and reason:
+        summary["override"] = {
+            "reason": reason,
+            "failed_expectations": [f["expectation"] + (f" ({f['column']})" if f["column"] else "") for f in report.failures()],
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    storage.write_json(report_uri, summary)
+    pages = {u.split("/validations/", 1)[1].rsplit("/", 2)[0]: "data_docs/" + u[len(docs_dir) + 1:]
+             for u in storage.list_files(storage.join(docs_dir, "validations")) if u.endswith(".html")}
+    storage.write_text(html_uri, report_html(run.spec.name, run.run_id, summary, pages))
+    log.info("quality gate %s\n%s", "PASSED" if report.passed else "FAILED", report.table())
+    if not report.passed:
+        # Quarantine: one place listing every run that failed its gate, with its report.
+        storage.write_json(layout.quarantine, summary)
+        write_run_lineage(run, summary)  # the failed run stays explainable
+        if not reason:
+            raise GateFailed(report)
+        log.warning("quality gate FAILED but overridden (reason: %s): this run may be published", reason)
+    return StageResult(NAME, {"report": report_uri, "data_docs": summary["data_docs"], "documents": list(documents)},
+                       {"passed": report.passed, "override": summary["override"], **metrics})
+
+
+def _copy_data_docs(report: Any, docs_uri: str) -> str | None:
+    if report.data_docs_dir is None:
+        return None
+    for path in sorted(Path(report.data_docs_dir).rglob("*")):
+        if path.is_file():
+            storage.write_bytes(storage.join(docs_uri, str(path.relative_to(report.data_docs_dir))), path.read_bytes())
+    return storage.join(docs_uri, "index.html")
+
+
+def write_diversity(run: RunContext, openings: Counter[str]) -> dict[str, Any]:
+    """The run's diversity report: the prompt plan's (written by the prompts stage) plus document openings."""
+    from ..diversity import opening_report_from_counts
+
+    prompts = result(run, "prompts", required=False).get("outputs", {}).get("diversity")
+    report = {
+        "prompts": storage.read_json(prompts) if prompts and storage.exists(prompts) else None,
+        "openings": opening_report_from_counts(openings),
+    }
+    storage.write_json(run.layout.output(NAME, "diversity"), report)
+    return report
+
+
+def write_run_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's ``lineage.json``, built from every stage's committed results."""
+    from ..lineage import LINEAGE_STAGES, build_lineage
+
+    diversity_uri = run.layout.output(NAME, "diversity")
+    lineage = build_lineage(
+        run.spec, run.run_id, {s: results(run, s, required=False) for s in LINEAGE_STAGES}, gate,
+        storage.read_json(diversity_uri) if storage.exists(diversity_uri) else None,
+    )
+    storage.write_json(run.layout.lineage, lineage)
+    return lineage

@@ -1,0 +1,26 @@
+"""Helpers for tests that run one stage alone: commit the markers of the stages it reads, as the
+stages before it would have."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthcorpus.stages.contract import RunContext, StageResult, commit_once
+
+
+def given(run: RunContext, stage: str, outputs: dict[str, Any], *, shard: int | None = None,
+          stats: dict[str, Any] | None = None, shards: list[int] | None = None) -> dict[str, Any]:
+    """Commit a marker for ``stage`` (or one shard of it) as if it had run and written ``outputs``."""
+    return commit_once(run.layout.marker(stage, shard),
+                       lambda: StageResult(stage, outputs, stats or {}, shard=shard, shards=shards))
+
+
+def given_plan(run: RunContext, n: int) -> dict[str, Any]:
+    """A committed plan of ``n`` shards (what every mapped stage expands over)."""
+    return given(run, "plan_shards", {"shards": []}, stats={"shards": n}, shards=list(range(n)))
+
+
+def given_documents(run: RunContext, stage: str, uris: list[str]) -> dict[str, Any]:
+    """An unmapped stage that produced these document shards (one per plan shard), with the plan."""
+    given_plan(run, len(uris))
+    return given(run, stage, {"documents": list(uris)})
