@@ -45,6 +45,7 @@ demo: airflow-home
 	exit $$status
 
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 bench: install

@@ -26,8 +26,9 @@ def _run_id(params: dict, context_run_id: str) -> str:
     return params.get("run_name") or context_run_id
 
 
-def _execute(spec_path: str, stage: str, shard: int | None = None) -> dict:
-    """One stage (or one shard of a mapped stage) under the completion protocol; returns its marker."""
+def _execute(spec_path: str, stage: str, shard: int | None = None) -> dict | list[int]:
+    """One stage (or one shard of a mapped stage) under the completion protocol; returns its marker
+    (for the stage that defines the shards: the shard list, which the mapped stages expand over)."""
     from synthcorpus.stages.contract import execute, open_run
 
     context = get_current_context()
@@ -35,7 +36,8 @@ def _execute(spec_path: str, stage: str, shard: int | None = None) -> dict:
     if shard is not None:
         context["shard_label"] = shard_name(shard)
     run = open_run(spec_path, _run_id(params, context["run_id"]), params)
-    return execute(run, stage, shard)
+    marker = execute(run, stage, shard)
+    return marker["shards"] if stage == SHARDS_FROM else marker
 
 
 def build_dag(spec: CorpusSpec):
@@ -76,10 +78,10 @@ def build_dag(spec: CorpusSpec):
                 created[stage.name] = task(_execute, task_id=stage.name, map_index_template="{{ shard_label }}").partial(
                     spec_path=spec_path, stage=stage.name).expand(shard=shards)
             else:
-                created[stage.name] = task(_execute, task_id=stage.name, multiple_outputs=stage.name == SHARDS_FROM,
+                created[stage.name] = task(_execute, task_id=stage.name,
                                            outlets=[_asset(spec)] if stage.name == "publish" else [])(spec_path, stage.name)
             if stage.name == SHARDS_FROM:
-                shards = created[stage.name]["shards"]
+                shards = created[stage.name]
             for parent in stage.upstream:
                 created[parent] >> created[stage.name]
 

@@ -75,13 +75,13 @@ def test_tiny_corpus_runs_end_to_end(airflow_env):
     for task in ("seeds", "topics", "prompts", "plan_shards", "dedup", "quality_gate", "publish", "summary"):
         assert jobs[("START", f"synthcorpus_tiny.{task}")] == 1, task
         assert jobs[("COMPLETE", f"synthcorpus_tiny.{task}")] == 1, task
-    shards = len(list((corpus / "runs" / "e2e-1" / "plan").glob("shard-*.parquet")))
+    shards = len(list((corpus / "runs" / "e2e-1" / "plan_shards").glob("shard-*.parquet")))
     assert shards == 3
     assert jobs[("COMPLETE", "synthcorpus_tiny.generate")] == shards
     assert jobs[("COMPLETE", "synthcorpus_tiny.filter_shard")] == shards
     # The gate validated each document shard in its own mapped task, then the run metrics.
     assert jobs[("COMPLETE", "synthcorpus_tiny.validate_shard")] == shards
-    report = json.loads((corpus / "runs" / "e2e-1" / "gate" / "report.json").read_text())
+    report = json.loads((corpus / "runs" / "e2e-1" / "quality_gate" / "report.json").read_text())
     assert [s["shard"] for s in report["shards"]] == [f"shard-{i:05d}" for i in range(shards)]
     assert report["metrics"]["documents"] == table.num_rows and "n_words_p50" in report["metrics"]
 
@@ -110,9 +110,9 @@ def test_failing_gate_fails_the_dag_run_and_publishes_nothing(airflow_env):
     corpus = base / "storage" / "strict"
     assert not (corpus / "versions").exists()
     assert not (corpus / "latest.json").exists()
-    report = json.loads((corpus / "runs" / "e2e-fail" / "gate" / "report.json").read_text())
+    report = json.loads((corpus / "runs" / "e2e-fail" / "quality_gate" / "report.json").read_text())
     assert report["passed"] is False
-    assert (corpus / "runs" / "e2e-fail" / "gate" / "data_docs" / "index.html").is_file()
+    assert (corpus / "runs" / "e2e-fail" / "quality_gate" / "data_docs" / "index.html").is_file()
     assert json.loads((corpus / "quarantine" / "e2e-fail.json").read_text())["passed"] is False
 
     # An explicit, audited override (DAG param) publishes the same run and records why.
@@ -158,14 +158,14 @@ def test_demo_spec_with_web_and_instruction_seeds(airflow_env):
     prompts = pq.read_table(run / "prompts" / "prompts.parquet").to_pylist()
     assert len(prompts) == 12 and len({p["prompt_id"] for p in prompts}) == 12
     assert Counter(p["format"] for p in prompts).keys() == {"textbook", "blog_post", "wikihow", "story", "dialogue", "technical"}
-    diversity = json.loads((run / "diversity.json").read_text())
+    diversity = json.loads((run / "quality_gate" / "diversity.json").read_text())
     assert diversity["prompts"]["prompts"] == 12
     assert diversity["openings"]["documents"] == json.loads((run / "lineage.json").read_text())["counts"]["after_dedup"]
     lineage = json.loads((run / "lineage.json").read_text())
     assert lineage["decontamination"]["canaries_caught"] == lineage["decontamination"]["canaries_planted"] == 6
     assert lineage["counts"]["after_near_dedup"] is not None
     # The demo's other release expectations were part of the suite (and passed).
-    report = json.loads((run / "gate" / "report.json").read_text())
+    report = json.loads((run / "quality_gate" / "report.json").read_text())
     checked = {e["column"] for e in report["expectations"] if e["success"]}
     assert {"duplicate_rate", "contaminated", "canaries_missed", "language_match_rate", "format_max_share",
             "audience_max_share", "filtered_share_refusal", "filtered_share_generation_failed"} <= checked

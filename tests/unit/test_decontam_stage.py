@@ -10,8 +10,8 @@ import pytest
 
 from synthcorpus import storage
 from synthcorpus.quality.gate import GateFailed
-from synthcorpus.run import RunContext
 from synthcorpus.spec import load_spec
+from synthcorpus.stages.contract import RunContext
 from tests.conftest import INCLUDE, tiny_spec_dict, write_spec
 from tests.fakes import FakeEngine
 from tests.unit.test_pipeline import run_all
@@ -27,7 +27,7 @@ def test_canaries_are_caught_and_never_published(tmp_path, storage_uri):
     spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=8, **{"quality.decontamination": DECONTAM})))
     version = run_all(spec_path, "d1", FakeEngine())["outputs"]["version"].removeprefix("file://")
     run = RunContext.create(load_spec(spec_path), "d1")
-    stats = storage.read_json(run.run_uri("decontam", "_stage.json"))["stats"]
+    stats = storage.read_json(run.layout.marker("decontaminate"))["stats"]
     planted = [json.loads(line) for line in (INCLUDE / "seeds" / "demo_canaries.jsonl").read_text().splitlines()]
     assert stats["canaries_planted"] == stats["canaries_caught"] == len(planted) == 6
     assert stats["canaries_missed"] == []
@@ -48,7 +48,7 @@ def test_a_missed_canary_fails_the_gate(tmp_path, storage_uri):
     with pytest.raises(GateFailed, match="canaries_missed"):
         run_all(spec_path, "d2", FakeEngine())
     run = RunContext.create(load_spec(spec_path), "d2")
-    assert not storage.exists(run.version_uri())
+    assert not storage.exists(run.layout.version_uri())
 
 
 def test_bad_canary_files_name_file_field_and_line(tmp_path):

@@ -6,11 +6,9 @@ import pyarrow as pa
 import pytest
 
 from synthcorpus import storage
-from synthcorpus.quality.dedup import dedup_exact
 from synthcorpus.quality.filters import (
     HEURISTIC_REASONS,
     REASONS,
-    filter_shard,
     has_refusal,
     heuristic_reason,
     normalize,
@@ -21,9 +19,11 @@ from synthcorpus.quality.filters import (
     word_count,
 )
 from synthcorpus.quality.langid import detect
-from synthcorpus.run import RunContext
 from synthcorpus.spec import HeuristicsSpec, QualitySpec, SpecError, parse_spec
+from synthcorpus.stages import filter_shard
+from synthcorpus.stages.contract import RunContext, execute
 from tests.conftest import tiny_spec_dict
+from tests.stagekit import given, given_plan
 
 Q = QualitySpec(min_words=5, max_words=20, drop_truncated=True, refusal_phrases=["lorem ipsum"])
 PHRASES = refusal_phrases(Q)
@@ -350,20 +350,27 @@ def test_normalized_hash_ignores_case_punctuation_and_spacing():
     assert text_hash("hello world") != text_hash("hello there world")
 
 
-def _shard(run, name, texts, finish="stop"):
-    rows = [{"prompt_id": f"{name}-{i}", "text": t, "finish_reason": finish} for i, t in enumerate(texts)]
-    uri = run.run_uri("generate", name)
-    storage.commit(uri, pa.Table.from_pylist(rows), {})
+def _generated(run, index, table):
+    """Generated shard ``index`` as the generate stage leaves it: its file, then its committed marker."""
+    uri = run.layout.shard("generate", index)
+    storage.write_parquet(uri, table)
+    given(run, "generate", {"shard": uri}, shard=index, stats={"rows": table.num_rows})
     return uri
+
+
+def _shard(run, index, texts, finish="stop"):
+    name = run.layout.shard("generate", index).rsplit("/", 1)[-1]  # shard-00000.parquet
+    rows = [{"prompt_id": f"{name}-{i}", "text": t, "finish_reason": finish} for i, t in enumerate(texts)]
+    return _generated(run, index, pa.Table.from_pylist(rows))
 
 
 def test_filter_shard_counts_reasons_and_keeps_removed_rows(storage_uri, monkeypatch):
     spec = parse_spec(tiny_spec_dict(**{"quality.min_words": 5, "quality.max_words": 20}))
     run = RunContext.create(spec, "r")
-    uri = _shard(run, "shard-00000.parquet", [GOOD, "short one", "As an AI, I cannot help with bees and flowers at all.", "",
-                                              "Bees bees bees bees bees bees bees bees."])
-    result = filter_shard(run, uri)
-    assert result.stats["reasons"] == {
+    _shard(run, 0, [GOOD, "short one", "As an AI, I cannot help with bees and flowers at all.", "",
+                    "Bees bees bees bees bees bees bees bees."])
+    result = execute(run, "filter_shard", 0)
+    assert result["stats"]["reasons"] == {
         "empty": 1, "truncated": 0, "too_short": 1, "too_long": 0, "refusal": 1,
         "too_few_chars": 0, "too_many_chars": 0, "symbol_word_ratio": 0, "bullet_lines_ratio": 0,
         "end_ellipsis_lines_ratio": 0, "mean_word_length": 0, "alpha_words_ratio": 0, "dup_para_frac": 0,
@@ -372,29 +379,35 @@ def test_filter_shard_counts_reasons_and_keeps_removed_rows(storage_uri, monkeyp
         "duplicated_8_n_grams": 0, "duplicated_9_n_grams": 0, "duplicated_10_n_grams": 0,
         "wrong_language": 0, "generation_failed": 0,
     }
-    assert list(result.stats["reasons"]) == list(REASONS)
-    kept = storage.read_parquet(result.outputs["kept"]).to_pylist()
-    removed = storage.read_parquet(result.outputs["removed"]).to_pylist()
+    assert list(result["stats"]["reasons"]) == list(REASONS)
+    kept = storage.read_parquet(result["outputs"]["documents"]).to_pylist()
+    removed = storage.read_parquet(result["outputs"]["removed"]).to_pylist()
     assert [r["text"] for r in kept] == [GOOD]
     assert sorted(r["filter_reason"] for r in removed) == ["empty", "refusal", "too_short", "top_2_gram"]
     assert kept[0]["n_words"] == 12 and kept[0]["text_hash"] == text_hash(GOOD)
     assert "filter_reason" not in kept[0]
-    marker = storage.read_json(storage.marker(result.outputs["kept"]))
-    assert marker["rows"] == 1 and marker["uri"] == result.outputs["kept"] and marker["removed_uri"] == result.outputs["removed"]
+    # The shard's marker (filter_shard/shard-00000.commit.json) carries its outputs and stats.
+    marker = storage.read_json(run.layout.marker("filter_shard", 0))
+    assert marker["stats"]["kept"] == 1 and marker["outputs"] == {
+        "documents": run.layout.shard("filter_shard", 0), "removed": run.layout.removed("filter_shard", 0)}
+    assert marker["outputs"] == result["outputs"] and (marker["stage"], marker["shard"]) == ("filter_shard", 0)
     # Committed: a re-run returns the same stats without reading the shard again.
     monkeypatch.setattr(storage, "iter_batches", lambda *a, **k: pytest.fail("re-read a committed shard"))
-    again = filter_shard(run, uri)
-    assert again.stats["kept"] == 1 and again.outputs == result.outputs
+    again = execute(run, "filter_shard", 0)
+    assert again["stats"]["kept"] == 1 and again["outputs"] == result["outputs"]
 
 
 def test_exact_dedup_across_shards_keeps_first(storage_uri):
     spec = parse_spec(tiny_spec_dict(**{"quality.min_words": 1}))
     run = RunContext.create(spec, "r")
-    a = filter_shard(run, _shard(run, "shard-00000.parquet", [GOOD, "Another distinct document about rivers."])).outputs["kept"]
-    b = filter_shard(run, _shard(run, "shard-00001.parquet", [GOOD.upper() + "!!", "A third one, about clouds."])).outputs["kept"]
-    result = dedup_exact(run, [b, a])  # order given does not matter
-    assert result.stats == {"input": 4, "kept": 3, "removed": 1}
-    kept = [r["prompt_id"] for u in result.outputs["documents"] for r in storage.read_parquet(u).to_pylist()]
+    given_plan(run, 2)
+    _shard(run, 0, [GOOD, "Another distinct document about rivers."])
+    _shard(run, 1, [GOOD.upper() + "!!", "A third one, about clouds."])
+    execute(run, "filter_shard", 1)  # the order the shards finish in does not matter: the plan's order does
+    execute(run, "filter_shard", 0)
+    result = execute(run, "dedup")
+    assert result["stats"] == {"input": 4, "kept": 3, "removed": 1}
+    kept = [r["prompt_id"] for u in result["outputs"]["documents"] for r in storage.read_parquet(u).to_pylist()]
     assert "shard-00000.parquet-0" in kept and "shard-00001.parquet-0" not in kept
 
 
@@ -405,23 +418,22 @@ def test_language_confusion_counts(storage_uri):
     german = "Die Bienen tragen den Pollen von Blüte zu Blüte, damit die Pflanzen Samen bilden können."
     rows = [{"prompt_id": f"p{i}", "text": t, "finish_reason": "stop", "language": lang}
             for i, (t, lang) in enumerate([(GOOD, "en"), (french, "en"), (french, "fr"), (german, "fr")])]
-    uri = run.run_uri("generate", "shard-00000.parquet")
-    storage.commit(uri, pa.Table.from_pylist(rows), {})
-    result = filter_shard(run, uri)
-    assert result.stats["language_confusion"] == {"en": {"en": 1, "fr": 1}, "fr": {"de": 1, "fr": 1}}
-    assert result.stats["reasons"]["wrong_language"] == 2
+    _generated(run, 0, pa.Table.from_pylist(rows))
+    result = execute(run, "filter_shard", 0)
+    assert result["stats"]["language_confusion"] == {"en": {"en": 1, "fr": 1}, "fr": {"de": 1, "fr": 1}}
+    assert result["stats"]["reasons"]["wrong_language"] == 2
 
 
 def test_empty_shard_gives_valid_files_with_the_input_schema(storage_uri):
     run = RunContext.create(parse_spec(tiny_spec_dict()), "r")
     schema = pa.schema([("prompt_id", pa.string()), ("text", pa.string()), ("finish_reason", pa.string()),
                         ("attempts", pa.int64())])
-    uri = run.run_uri("generate", "shard-00000.parquet")
-    storage.commit(uri, schema.empty_table(), {})
-    result = filter_shard(run, uri)
-    assert result.stats["input"] == result.stats["kept"] == result.stats["removed"] == 0
-    assert set(result.stats["reasons"].values()) == {0}
-    kept, removed = storage.read_parquet(result.outputs["kept"]), storage.read_parquet(result.outputs["removed"])
+    _generated(run, 0, schema.empty_table())
+    result = execute(run, "filter_shard", 0)
+    assert result["stats"]["input"] == result["stats"]["kept"] == result["stats"]["removed"] == 0
+    assert set(result["stats"]["reasons"].values()) == {0}
+    kept = storage.read_parquet(result["outputs"]["documents"])
+    removed = storage.read_parquet(result["outputs"]["removed"])
     assert kept.num_rows == removed.num_rows == 0
     assert kept.schema.names == ["prompt_id", "text", "finish_reason", "attempts", "n_words", "n_chars", "text_hash"]
     assert removed.schema.names == kept.schema.names + ["filter_reason"]
@@ -459,8 +471,7 @@ def test_streaming_gives_the_same_result_as_row_by_row_rules(storage_uri, monkey
     spec = parse_spec(tiny_spec_dict(**{"quality.min_words": 1, "quality.drop_truncated": True}))
     run = RunContext.create(spec, "r")
     rows = _rows(3000)
-    uri = run.run_uri("generate", "shard-00000.parquet")
-    storage.commit(uri, pa.Table.from_pylist(rows), {})
+    _generated(run, 0, pa.Table.from_pylist(rows))
 
     batches = []
     iter_batches = storage.iter_batches
@@ -471,7 +482,7 @@ def test_streaming_gives_the_same_result_as_row_by_row_rules(storage_uri, monkey
             yield batch
 
     monkeypatch.setattr(storage, "iter_batches", counting)
-    result = filter_shard(run, uri, batch_size=256)
+    result = filter_shard.run(run, 0, batch_size=256)  # the stage function, with a smaller batch
     assert len(batches) == 12 and max(batches) == 256  # streamed, one batch at a time
 
     quality, phrases = spec.quality, refusal_phrases(spec.quality)
@@ -484,7 +495,7 @@ def test_streaming_gives_the_same_result_as_row_by_row_rules(storage_uri, monkey
             detected = detect(text) if text.strip() and row["language"] else None
             why = reject_reason(row, quality, phrases, detected)
         (expected_kept if why is None else expected_removed).append((row["prompt_id"], why))
-    kept = storage.read_parquet(result.outputs["kept"]).to_pylist()
+    kept = storage.read_parquet(result.outputs["documents"]).to_pylist()
     removed = storage.read_parquet(result.outputs["removed"]).to_pylist()
     assert [(r["prompt_id"], None) for r in kept] == expected_kept
     assert [(r["prompt_id"], r["filter_reason"]) for r in removed] == expected_removed

@@ -13,13 +13,13 @@ from synthcorpus.quality.minhash import (
     MinHashParams,
     estimated_jaccard,
     find_clusters,
-    minhash_clusters,
-    signature_shard,
     signatures,
+    write_signatures,
 )
-from synthcorpus.run import RunContext
 from synthcorpus.spec import parse_spec
+from synthcorpus.stages.contract import RunContext, execute, read_marker
 from tests.conftest import ROOT, tiny_spec_dict
+from tests.stagekit import given_documents
 
 TOPICS = {
     "bees": "bee hive pollen flower nectar queen worker honey wax colony swarm garden bloom meadow",
@@ -85,16 +85,27 @@ def _write_shards(run: RunContext, texts: list[str], ids: list[str], n_shards: i
     uris = []
     for k in range(n_shards):
         lo, hi = bounds[k], bounds[k + 1]
-        uri = run.run_uri("filter", f"shard-{k:05d}.parquet")
+        uri = run.layout.shard("dedup", k)
         storage.write_parquet(uri, pa.table({"prompt_id": pa.array(ids[lo:hi], pa.string()),
                                              "text": pa.array(texts[lo:hi], pa.string())}))
         uris.append(uri)
     return uris
 
 
+def _signatures(run: RunContext, uris: list[str], params: MinHashParams,
+                indexes: list[int] | None = None) -> tuple[list[str], list[dict]]:
+    """Signature files of document shards (shard index: ``indexes``, else the position in ``uris``) and their stats."""
+    out, stats = [], []
+    for k, uri in zip(indexes or range(len(uris)), uris):
+        sig_uri = run.layout.shard("minhash_signatures", k)
+        stats.append(write_signatures(uri, sig_uri, k, params))
+        out.append(sig_uri)
+    return out, stats
+
+
 def _clusters(run, texts, ids, n_shards, params=None):
     params = params or MinHashParams()
-    sig_uris = [signature_shard(run, u, params) for u in _write_shards(run, texts, ids, n_shards)]
+    sig_uris, _ = _signatures(run, _write_shards(run, texts, ids, n_shards), params)
     return find_clusters(list(reversed(sig_uris)), params), sig_uris  # the order given does not matter
 
 
@@ -156,12 +167,12 @@ def test_empty_shard_and_short_documents(storage_uri):
     texts = ["tiny doc", "Tiny doc!", "", "   ", "another tiny one", doc("bread", 1), doc("bread", 1) + " extra"]
     ids = [f"d{i}" for i in range(len(texts))]
     uris = _write_shards(run, texts, ids, 2)
-    empty = run.run_uri("filter", "shard-00007.parquet")
+    empty = run.layout.shard("dedup", 7)
     storage.write_parquet(empty, pa.table({"prompt_id": pa.array([], pa.string()), "text": pa.array([], pa.string())}))
     params = MinHashParams()
-    sig_uris = [signature_shard(run, u, params) for u in uris + [empty]]
+    sig_uris, stats = _signatures(run, uris + [empty], params, [0, 1, 7])
     assert storage.read_parquet(sig_uris[-1]).num_rows == 0
-    assert sum(storage.committed(u)["no_shingles"] for u in sig_uris) == 2  # "" and "   " are never clustered
+    assert sum(s["no_shingles"] for s in stats) == 2  # "" and "   " are never clustered
     # Short docs (< ngram words) are one shingle of all their words: identical after normalize() -> cluster.
     assert find_clusters(sig_uris, params) == [("d0", ["d1"]), ("d5", ["d6"])]
     assert find_clusters([sig_uris[-1]], params) == []
@@ -172,16 +183,20 @@ def test_signature_shard_is_idempotent_and_stage_writes_clusters(storage_uri, co
     texts, ids, planted = corpus
     run = _run(storage_uri, "r")
     uri = _write_shards(run, texts, ids, 1)[0]
-    out = signature_shard(run, uri)
-    assert out.endswith("dedup/signatures/shard-00000.parquet")
+    given_documents(run, "dedup", [uri])  # the exact-dedup stage produced this one shard
+    out = execute(run, "minhash_signatures", 0)["outputs"]["signatures"]
+    assert out.endswith("minhash_signatures/shard-00000.parquet") and out == run.layout.shard("minhash_signatures", 0)
     cols = storage.read_parquet(out).column_names
     assert cols[:4] == ["shard", "row", "prompt_id", "n_shingles"] and "band_13" in cols and cols[-1] == "sig"
-    mtime = storage.committed(out)
-    assert signature_shard(run, uri) == out and storage.committed(out) == mtime
-    result = minhash_clusters(run, [out])
-    table = storage.read_parquet(result.outputs["clusters"]).to_pylist()
+    marker = read_marker(run.layout.marker("minhash_signatures", 0))
+    assert marker["stats"]["source"] == uri and marker["stats"]["params"] == MinHashParams().signature_key()
+    again = execute(run, "minhash_signatures", 0)  # committed: not recomputed, marker untouched
+    assert again["outputs"]["signatures"] == out and again["skipped"] is True
+    assert read_marker(run.layout.marker("minhash_signatures", 0)) == marker
+    result = execute(run, "near_dedup")
+    table = storage.read_parquet(result["outputs"]["clusters"]).to_pylist()
     assert {r["dup_id"]: r["keep_id"] for r in table} == planted
-    assert result.stats["duplicates"] == len(planted)
+    assert result["stats"]["duplicates"] == len(planted)
     with pytest.raises(ValueError):
         find_clusters([out], MinHashParams(rows=4, bands=28))
 

@@ -8,10 +8,10 @@ import random
 import pyarrow as pa
 
 from synthcorpus import storage
-from synthcorpus.quality.dedup import near_dedup, signatures
-from synthcorpus.run import RunContext
 from synthcorpus.spec import parse_spec
+from synthcorpus.stages.contract import RunContext, execute
 from tests.conftest import tiny_spec_dict
+from tests.stagekit import given_documents
 
 WORDS = ("river forest school garden planet market kitchen engine harbor library music winter sugar stone "
          "window letter bridge castle cloud farmer doctor ocean paper mirror pencil rocket island valley").split()
@@ -34,12 +34,15 @@ def run_stage(storage_uri, run_id, shards):
     size = -(-len(rows) // shards)
     uris = []
     for s in range(shards):
-        uri = run.run_uri("dedup", f"shard-{s:05d}.parquet")
+        uri = run.layout.shard("dedup", s)
         storage.write_parquet(uri, pa.Table.from_pylist(rows[s * size:(s + 1) * size]))
         uris.append(uri)
-    result = near_dedup(run, uris, [signatures(run, u) for u in uris])
-    kept = [r["prompt_id"] for u in result.outputs["documents"] for r in storage.read_parquet(u).to_pylist()]
-    removed = storage.read_parquet(run.run_uri("near_dedup", "removed-near-duplicates.parquet")).to_pylist()
+    given_documents(run, "dedup", uris)  # the plan and the exact-dedup stage's shards
+    for s in range(shards):
+        execute(run, "minhash_signatures", s)
+    result = execute(run, "near_dedup")
+    kept = [r["prompt_id"] for u in result["outputs"]["documents"] for r in storage.read_parquet(u).to_pylist()]
+    removed = storage.read_parquet(run.layout.removed("near_dedup")).to_pylist()
     return result, kept, removed
 
 
@@ -49,4 +52,4 @@ def test_near_duplicates_removed_and_independent_of_sharding(storage_uri):
     assert sorted((r["prompt_id"], r["duplicate_of"]) for r in removed1) == [("p005", "p000"), ("p030", "p007")]
     assert kept1 == kept8 and len(kept1) == 38
     assert sorted(r["prompt_id"] for r in removed8) == ["p005", "p030"]
-    assert one.stats["removed"] == 2 and one.stats["duplicate_rate"] == 0.05
+    assert one["stats"]["removed"] == 2 and one["stats"]["duplicate_rate"] == 0.05

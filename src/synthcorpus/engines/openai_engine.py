@@ -158,18 +158,13 @@ def url_from_connection(conn: Any) -> str | None:
 
 
 def _airflow_connection(conn_id: str) -> Any:
-    """The Airflow connection (Task SDK), imported lazily. Errors never carry the connection's contents."""
+    """The Airflow connection, errors as EngineError naming the spec field; never its contents."""
+    from ..airflow_adapter import ConnectionError_, get_connection
+
     try:
-        from airflow.sdk import Connection
-    except ImportError:
-        raise EngineError(
-            f"generation.openai.conn_id: reading connection {conn_id!r} needs Airflow's Task SDK (apache-airflow-task-sdk)"
-        ) from None
-    try:
-        return Connection.get(conn_id)
-    except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException, runtime errors, parse errors
-        detail = "not defined" if type(exc).__name__ == "AirflowNotFoundException" else type(exc).__name__
-        raise EngineError(f"generation.openai.conn_id: cannot read Airflow connection {conn_id!r} ({detail})") from None
+        return get_connection(conn_id)
+    except ConnectionError_ as exc:
+        raise EngineError(f"generation.openai.conn_id: {exc}") from None
 
 
 def resolve_endpoint(

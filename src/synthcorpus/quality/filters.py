@@ -86,17 +86,7 @@ DEFAULT_REFUSAL_PHRASES: dict[str, tuple[str, ...]] = {
 }
 OPENING_CHARS = 200
 
-# Reason names follow datatrove's where it has them (its Gopher repetition filter: dup_para_frac ...
-# duplicated_<n>_n_grams); n-gram sizes outside the defaults add top_<n>_gram / duplicated_<n>_n_grams
-# (see reason_names).
-HEURISTIC_REASONS = (
-    "too_few_chars", "too_many_chars", "symbol_word_ratio", "bullet_lines_ratio", "end_ellipsis_lines_ratio",
-    "mean_word_length", "alpha_words_ratio", "dup_para_frac", "dup_para_char_frac", "dup_line_frac",
-    "dup_line_char_frac", "top_2_gram", "top_3_gram", "top_4_gram",
-    *(f"duplicated_{n}_n_grams" for n in range(5, 11)),
-)
-REASONS = ("empty", "truncated", "too_short", "too_long", "refusal", *HEURISTIC_REASONS, "wrong_language",
-           "generation_failed")
+from ..spec.vocabulary import HEURISTIC_REASONS, REASONS  # noqa: F401  (the names, shared with the spec)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)  # a \w character that is not a digit or underscore: a letter

@@ -150,7 +150,7 @@ def _build_suites(gx: Any, checks: list[Check], suite_name: str) -> dict[str, tu
     Results are matched back to their checks by type + arguments (:func:`_key`), not by position: GX
     reorders a stored suite and merges identical expectations (a user's copy of a built-in one), and one
     suite may hold the same type on the same column twice with different arguments."""
-    from .gx_catalog import load
+    from ..spec.gx_catalog import load
 
     catalog = load()
     suites: dict[str, tuple[Any, dict]] = {}

@@ -1,7 +1,7 @@
 """The GX Core expectation catalog as data, so a spec's user expectations are checked at load time
 without importing great_expectations (which takes seconds and must stay out of DAG parsing).
 
-Generated from the installed great_expectations by ``python -m synthcorpus.quality.gx_catalog``;
+Generated from the installed great_expectations by ``python -m synthcorpus.spec.gx_catalog``;
 tests/integration/test_gate.py fails when it no longer matches the installed version.
 """
 

@@ -1,0 +1,26 @@
+"""The one module of the package that imports Airflow (enforced by the import contract in
+pyproject.toml): what the libraries need from a running Airflow, imported lazily so that the package
+works without it (a generator pod, the CLI). ``dags/`` imports Airflow itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConnectionError_(RuntimeError):
+    """An Airflow connection cannot be read; the message never carries its contents."""
+
+
+def get_connection(conn_id: str) -> Any:
+    """The Airflow connection ``conn_id`` (Task SDK)."""
+    try:
+        from airflow.sdk import Connection
+    except ImportError:
+        raise ConnectionError_(
+            f"reading connection {conn_id!r} needs Airflow's Task SDK (apache-airflow-task-sdk)"
+        ) from None
+    try:
+        return Connection.get(conn_id)
+    except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException, runtime errors, parse errors
+        detail = "not defined" if type(exc).__name__ == "AirflowNotFoundException" else type(exc).__name__
+        raise ConnectionError_(f"cannot read Airflow connection {conn_id!r} ({detail})") from None

@@ -1,0 +1,90 @@
+"""The corpus spec: one YAML file in ``include/corpora/``, every section in one typed object."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from .base import _Strict
+from .generation import GenerationSpec
+from .prompts import PromptsSpec
+from .quality import QualitySpec
+from .seeds import SeedsSpec
+from .topics import TopicsSpec
+from .vocabulary import STORAGE_ENV
+
+
+class StorageSpec(_Strict):
+    uri: str | None = Field(default=None, description=f"fsspec URI (file://, s3://); ${STORAGE_ENV} overrides")
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(file|s3|memory)://.+", value):
+            raise ValueError("expected a URI starting with file://, s3:// or memory://")
+        return value
+
+
+class PublishSpec(_Strict):
+    rows_per_file: int = Field(default=100_000, ge=1)
+    license: str = "other"
+
+
+class CorpusSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="corpus id: lowercase letters, digits, _")
+    description: str = ""
+    schedule: str | None = Field(default=None, description="cron expression or preset like @weekly; null = manual")
+    documents: int = Field(ge=1, le=100_000_000, description="number of prompts to generate")
+    seeds: SeedsSpec
+    topics: TopicsSpec = TopicsSpec()
+    prompts: PromptsSpec
+    generation: GenerationSpec = GenerationSpec()
+    quality: QualitySpec = QualitySpec()
+    storage: StorageSpec = StorageSpec()
+    publish: PublishSpec = PublishSpec()
+
+    # Set by load_spec, not by the YAML.
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    @property
+    def spec_dir(self) -> Path:
+        return self.source_path.parent if self.source_path else Path.cwd()
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.spec_dir / path).resolve()
+
+    @property
+    def outline_path(self) -> Path | None:
+        return self.resolve(self.seeds.outline) if self.seeds.outline is not None else None
+
+    def resolve_uri(self, path: str) -> str:
+        """A source path as a URI: s3:// (and other schemes) as given, local paths resolved to file://."""
+        if "://" in path:
+            return path
+        return self.resolve(Path(path)).as_uri()
+
+    @property
+    def template_dir(self) -> Path:
+        return self.resolve(self.prompts.template_dir)
+
+    @property
+    def dag_id(self) -> str:
+        return f"synthcorpus_{self.name}"
+
+    def storage_uri(self) -> str:
+        uri = os.environ.get(STORAGE_ENV) or self.storage.uri
+        if not uri:
+            uri = (Path.cwd() / "synthcorpus-data").as_uri()
+        return uri.rstrip("/")
+
+    def canonical(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,53 @@
+"""The spec's vocabulary: formats, audiences, languages, filter reasons and what the gate measures.
+Light (no pydantic): imported by the spec sections and by the libraries that share these names."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+FORMATS = ("textbook", "blog_post", "wikihow", "story", "dialogue", "technical")
+AUDIENCES = ("young_children", "high_school_students", "college_students", "professionals", "general_public")
+LANGUAGES = ("en", "fr", "de", "es", "it")
+BUNDLED_MODEL = "smollm2-135m-instruct"
+
+Format = Literal["textbook", "blog_post", "wikihow", "story", "dialogue", "technical"]
+Audience = Literal["young_children", "high_school_students", "college_students", "professionals", "general_public"]
+Language = Literal["en", "fr", "de", "es", "it"]
+
+STORAGE_ENV = "SYNTHCORPUS_STORAGE_URI"
+
+# Filter reasons (``quality.filters``): one count per reason. Reason names follow datatrove's where it has
+# them (its Gopher repetition filter: dup_para_frac ... duplicated_<n>_n_grams); n-gram sizes outside the
+# defaults add top_<n>_gram / duplicated_<n>_n_grams (see ``quality.filters.reason_names``).
+HEURISTIC_REASONS = (
+    "too_few_chars", "too_many_chars", "symbol_word_ratio", "bullet_lines_ratio", "end_ellipsis_lines_ratio",
+    "mean_word_length", "alpha_words_ratio", "dup_para_frac", "dup_para_char_frac", "dup_line_frac",
+    "dup_line_char_frac", "top_2_gram", "top_3_gram", "top_4_gram",
+    *(f"duplicated_{n}_n_grams" for n in range(5, 11)),
+)
+REASONS = ("empty", "truncated", "too_short", "too_long", "refusal", *HEURISTIC_REASONS, "wrong_language",
+           "generation_failed")
+
+# What the gate measures per run (see quality.release.run_metrics): the balance of documents across these
+# dimensions and these word-count quantiles.
+BALANCE_DIMENSIONS = ("format", "audience", "topic", "language")
+WORD_QUANTILES = {"p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
+
+# Columns the gate's batches carry (see stages.validate_shard), for checking user expectations at load.
+GATE_COLUMNS = {
+    "documents": ("text", "n_words", "n_chars", "text_hash", "prompt_id", "seed_kind", "topic", "format", "audience",
+                  "language", "template", "prompt_tokens", "completion_tokens", "attempts"),
+    "run_metrics": ("generated", "documents", "filtered_share", "exact_duplicates", "near_duplicates", "duplicate_rate",
+                    "duplicate_text_hashes", "contaminated", "canaries_missed", "language_match_rate", "max_opening_share",
+                    *(f"n_words_{q}" for q in WORD_QUANTILES),
+                    *(f"{d}_{m}_share" for d in BALANCE_DIMENSIONS for m in ("max", "min"))),
+}
+
+
+def gate_columns(batch: str) -> tuple[str, ...]:
+    """GATE_COLUMNS plus one ``filtered_share_<reason>`` run metric per filter reason."""
+    if batch != "run_metrics":
+        return GATE_COLUMNS[batch]
+    return GATE_COLUMNS[batch] + tuple(f"filtered_share_{r}" for r in REASONS)
+
+
