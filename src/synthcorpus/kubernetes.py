@@ -1,8 +1,9 @@
 """Generation pods: the ``KubernetesPodOperator`` arguments for one plan shard (``generation.runner: kubernetes``).
 
-Every pod runs the same command as the in-process task::
+Every pod runs the same function as the in-process task (``synthcorpus.stages.generate.run_unit``)::
 
-    python -m synthcorpus.worker generate --input <plan shard URI> --output <output shard URI>
+    python -m synthcorpus.worker generate --input <plan shard> --output <shard> --parts <checkpoints> \
+        --marker <commit marker> --shard <index>
 
 in the generator image (``include/k8s/Dockerfile``), so a plan shard plus shared storage (``s3://``) is
 all a pod needs. Credentials never appear here: each name in ``generation.kubernetes.secrets`` becomes an

@@ -27,17 +27,15 @@ from synthcorpus.kubernetes import (  # noqa: E402
     pod_shard_kwargs,
     pod_static_kwargs,
 )
+from synthcorpus.layout import RunLayout  # noqa: E402
 from synthcorpus.spec import parse_spec  # noqa: E402
+from synthcorpus.stages.generate import work_unit  # noqa: E402
 from tests.conftest import tiny_spec_dict  # noqa: E402
 
 K8S_VERSIONS = ["1.30", kubernetes_validate.utils.latest_version()]
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"
-SHARD = {
-    "index": 7,
-    "input": "s3://corpora/synthcorpus/tiny/runs/r1/plan/shard-00007.parquet",
-    "output": "s3://corpora/synthcorpus/tiny/runs/r1/generate/shard-00007.parquet",
-    "rows": 4,
-}
+# One work unit of the plan (what plan_shards commits and the DAG maps pods over).
+SHARD = {**work_unit(RunLayout("s3://corpora/synthcorpus", "tiny", "r1"), 7), "rows": 4}
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 SECRETISH = re.compile(r"(hf_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|secret|password|token|key)", re.I)
@@ -159,6 +157,7 @@ def test_command_runs_the_worker_on_the_shard(pod):
     (c,) = pod["spec"]["containers"]
     assert c["command"] + c["args"] == [
         "python", "-m", "synthcorpus.worker", "generate", "--input", SHARD["input"], "--output", SHARD["output"],
+        "--parts", SHARD["parts"], "--marker", SHARD["marker"], "--shard", "7",
     ]
 
 
@@ -297,7 +296,9 @@ def test_reference_pod_template_matches_the_operator(kubeconfig, monkeypatch):
         )
     )
     args = template["spec"]["containers"][0]["args"]
-    shard = {"index": 0, "input": args[2], "output": args[4]}
+    flags = dict(zip(args[1::2], args[2::2]))  # generate --input I --output O --parts P --marker M --shard N
+    shard = {"index": int(flags["--shard"]), "input": flags["--input"], "output": flags["--output"],
+             "parts": flags["--parts"], "marker": flags["--marker"]}
     rendered = _prune(render({**pod_operator_kwargs(spec, shard, RUN_ID), "random_name_suffix": False}, kubeconfig))
     operator_only = {"airflow_version", "airflow_kpo_in_cluster"}
     rendered["metadata"]["labels"] = {k: v for k, v in rendered["metadata"]["labels"].items() if k not in operator_only}

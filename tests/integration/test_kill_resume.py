@@ -18,7 +18,10 @@ import pytest
 import s3fs
 
 from synthcorpus import storage
-from synthcorpus.generation import META_KEY, parts_uri
+from synthcorpus.generation import META_KEY
+from synthcorpus.layout import RunLayout
+from synthcorpus.stages.contract import read_marker
+from synthcorpus.stages.generate import work_unit
 
 N = 10
 
@@ -34,29 +37,36 @@ def s3_shard(seaweedfs):
     rows = [{"prompt_id": f"p{i:02d}", "prompt": f"Write one sentence about the number {i}.", "seed": i, "language": "en"}
             for i in range(N)]
     table = pa.Table.from_pylist(rows).replace_schema_metadata({META_KEY: json.dumps(config).encode()})
-    in_uri, out_uri = f"s3://{bucket}/plan/shard-00000.parquet", f"s3://{bucket}/generate/shard-00000.parquet"
-    storage.write_parquet(in_uri, table)
-    return in_uri, out_uri
+    unit = work_unit(RunLayout(f"s3://{bucket}", "kill", "kill"), 0)  # plan_shards/, generate/ of run "kill"
+    storage.write_parquet(unit["input"], table)
+    return unit
 
 
-def _parts(out_uri):
+def _parts(unit):
     s3fs.S3FileSystem.clear_instance_cache()
-    return sorted(u for u in storage.list_files(parts_uri(out_uri)) if u.endswith(".parquet"))
+    return sorted(u for u in storage.list_files(unit["parts"]) if u.endswith(".parquet"))
 
 
-def _worker(in_uri, out_uri):
+def _marker(unit):
+    """The shard's committed marker (what the worker writes last), or None."""
+    s3fs.S3FileSystem.clear_instance_cache()
+    return read_marker(unit["marker"])
+
+
+def _worker(unit):
     return subprocess.Popen(
-        [sys.executable, "-m", "synthcorpus.worker", "generate", "--input", in_uri, "--output", out_uri],
+        [sys.executable, "-m", "synthcorpus.worker", "generate", "--input", unit["input"], "--output", unit["output"],
+         "--parts", unit["parts"], "--marker", unit["marker"], "--shard", str(unit["index"])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy(),
     )
 
 
-def _kill_when(proc, out_uri, parts_at_least, timeout=120):
+def _kill_when(proc, unit, parts_at_least, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"worker ended before the kill point: {proc.stdout.read().decode()[-2000:]}")
-        if len(_parts(out_uri)) >= parts_at_least:
+        if len(_parts(unit)) >= parts_at_least:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -64,30 +74,30 @@ def _kill_when(proc, out_uri, parts_at_least, timeout=120):
 
 
 def test_sigkill_at_several_points_then_resume_is_exactly_once(s3_shard):
-    in_uri, out_uri = s3_shard
+    unit = s3_shard
     # Kill right after start (nothing checkpointed), then after 1 and after 3 checkpoint parts.
-    proc = _worker(in_uri, out_uri)
+    proc = _worker(unit)
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     seen: dict[str, dict] = {}
     for at_least in (1, 3):
-        _kill_when(_worker(in_uri, out_uri), out_uri, at_least)
-        for uri in _parts(out_uri):
+        _kill_when(_worker(unit), unit, at_least)
+        for uri in _parts(unit):
             for row in storage.read_parquet(uri).to_pylist():
                 seen.setdefault(row["prompt_id"], row)
-    assert storage.committed(out_uri) is None
+    assert _marker(unit) is None  # not committed
     checkpointed = len(seen)
     assert 6 <= checkpointed < N  # three parts of two rows at least, but not the whole shard
 
-    final = _worker(in_uri, out_uri)
+    final = _worker(unit)
     output, _ = final.communicate(timeout=300)
     assert final.returncode == 0, output.decode()[-2000:]
     assert f"resuming: {checkpointed} of {N} rows finished" in output.decode()
-    rows = storage.read_parquet(out_uri).to_pylist()
+    rows = storage.read_parquet(unit["output"]).to_pylist()
     assert [r["prompt_id"] for r in rows] == [f"p{i:02d}" for i in range(N)]  # each id once, plan order
     by_id = {r["prompt_id"]: r for r in rows}
     for pid, row in seen.items():  # checkpointed rows were kept, not generated again
         assert by_id[pid]["text"] == row["text"] and by_id[pid]["latency_s"] == row["latency_s"]
-    assert storage.committed(out_uri)["rows"] == N
-    assert _parts(out_uri) == []
+    assert _marker(unit)["stats"]["rows"] == N
+    assert _parts(unit) == []

@@ -9,10 +9,12 @@ import sys
 import pyarrow as pa
 import pytest
 
-from synthcorpus import storage, tasks
+from synthcorpus import storage
 from synthcorpus.engines import EngineError, SamplingParams, load_engine
 from synthcorpus.engines.llamacpp import bundled_model_path
 from synthcorpus.generation import META_KEY
+from synthcorpus.stages.contract import read_marker
+from synthcorpus.stages.runner import run_pipeline
 from tests.conftest import tiny_spec_dict, write_spec
 
 
@@ -53,15 +55,13 @@ def test_missing_model_file_is_one_clear_error(tmp_path):
 
 def test_worker_entrypoint_processes_one_shard(tmp_path, storage_uri):
     spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=3, **{"generation.max_tokens": 24, "generation.shard_size": 3})))
-    seeds = tasks.seeds(spec_path, "w1")
-    topics = tasks.topics(spec_path, "w1", seeds["outputs"]["seeds"])
-    prompts = tasks.prompts(spec_path, "w1", seeds["outputs"]["seeds"], topics)
-    (shard,) = tasks.plan(spec_path, "w1", prompts["outputs"]["prompts"])
-    cmd = [sys.executable, "-m", "synthcorpus.worker", "generate", "--input", shard["input"], "--output", shard["output"]]
+    (shard,) = run_pipeline(spec_path, "w1", until="plan_shards")["plan_shards"]["outputs"]["shards"]
+    cmd = [sys.executable, "-m", "synthcorpus.worker", "generate", "--input", shard["input"], "--output", shard["output"],
+           "--parts", shard["parts"], "--marker", shard["marker"], "--shard", str(shard["index"])]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "3/3 rows" in res.stderr and "ETA" in res.stderr  # progress with rate and ETA
-    stats = json.loads(res.stdout.strip().splitlines()[-1])
+    stats = json.loads(res.stdout.strip().splitlines()[-1])["stats"]  # the worker prints the shard's marker
     rows = storage.read_parquet(shard["output"]).to_pylist()
     assert stats["rows"] == len(rows) == 3
     assert {r["prompt_id"] for r in rows} == {r["prompt_id"] for r in storage.read_parquet(shard["input"]).to_pylist()}
@@ -80,8 +80,11 @@ def test_worker_rejects_a_file_that_is_not_a_plan_shard(tmp_path, storage_uri):
     bad = (tmp_path / "x.parquet").as_uri()
     storage.write_parquet(bad, pa.table({"prompt": ["hi"]}))
     out = (tmp_path / "out.parquet").as_uri()
-    res = subprocess.run([sys.executable, "-m", "synthcorpus.worker", "generate", "--input", bad, "--output", out],
+    parts, marker = (tmp_path / "out.parts").as_uri(), (tmp_path / "out.commit.json").as_uri()
+    res = subprocess.run([sys.executable, "-m", "synthcorpus.worker", "generate", "--input", bad, "--output", out,
+                          "--parts", parts, "--marker", marker, "--shard", "0"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1
     assert f"{bad}: expected a plan shard with '{META_KEY.decode()}' schema metadata" in res.stderr
     assert not storage.exists(out)
+    assert read_marker(marker) is None

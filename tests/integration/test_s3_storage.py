@@ -11,8 +11,8 @@ import s3fs
 
 from synthcorpus import storage
 from synthcorpus.publish import verify_version
-from synthcorpus.run import RunContext
 from synthcorpus.spec import load_spec
+from synthcorpus.stages.contract import RunContext
 from tests.conftest import tiny_spec_dict, write_spec
 from tests.fakes import FakeEngine
 from tests.unit.test_pipeline import run_all
@@ -46,8 +46,8 @@ def test_pipeline_publishes_a_version_on_s3(bucket, tmp_path):
     table = pq.read_table(f"{bucket}/synthcorpus/tiny/versions/s3run/data", filesystem=fs)
     assert table.num_rows == 6
     run = RunContext.create(load_spec(spec_path), "s3run")
-    assert storage.read_json(run.latest_uri)["version"] == "s3run"
-    assert storage.exists(run.run_uri("gate", "data_docs", "index.html"))
+    assert storage.read_json(run.layout.latest)["version"] == "s3run"
+    assert storage.exists(storage.join(run.layout.output("quality_gate", "data_docs"), "index.html"))
 
 
 def test_streaming_parquet_on_s3(bucket):

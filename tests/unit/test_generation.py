@@ -10,12 +10,15 @@ import pytest
 
 from synthcorpus import storage
 from synthcorpus.engines import Completion, EngineError
-from synthcorpus.generation import META_KEY, generate_shard, parts_uri, plan_shards
-from synthcorpus.quality.filters import filter_shard
-from synthcorpus.run import RunContext
+from synthcorpus.generation import META_KEY, generate_shard
+from synthcorpus.layout import RunLayout
 from synthcorpus.spec import parse_spec
+from synthcorpus.stages import filter_shard, plan_shards
+from synthcorpus.stages.contract import RunContext, read_marker
+from synthcorpus.stages.generate import run_unit, work_unit
 from tests.conftest import tiny_spec_dict
 from tests.fakes import FakeEngine
+from tests.stagekit import given
 
 GOOD = FakeEngine().generate("x", None, 0).text
 
@@ -44,23 +47,25 @@ class ScriptedEngine(FakeEngine):
 
 
 def make_shard(tmp_path, n=6, **cfg):
+    """A plan shard at the input of work unit 0 of run ``r`` of ``tiny`` (the layout of the
+    ``storage_uri`` fixture); returns the work unit (input, output, parts, marker)."""
     config = {"engine": "fake", "model": "fake-model", "max_tokens": 64, "temperature": 0.5, "top_p": 1.0,
               "repeat_penalty": 1.0, "seed": 0, "run_id": "r", "max_attempts": 3, "checkpoint_rows": 2,
               "checkpoint_seconds": 3600, "quality": {"min_words": 5}, **cfg}
     rows = [{"prompt_id": f"p{i}", "prompt": f"prompt {i}", "seed": 100 + i, "language": "en"} for i in range(n)]
     table = pa.Table.from_pylist(rows).replace_schema_metadata({META_KEY: json.dumps(config).encode()})
-    in_uri, out_uri = (tmp_path / "plan.parquet").as_uri(), (tmp_path / "out" / "shard-00000.parquet").as_uri()
-    storage.write_parquet(in_uri, table)
-    return in_uri, out_uri
+    unit = work_unit(RunLayout((tmp_path / "storage").as_uri(), "tiny", "r"), 0)
+    storage.write_parquet(unit["input"], table)
+    return unit
 
 
 def test_failed_validation_is_regenerated_with_a_new_seed(tmp_path):
     refusal = Completion("As an AI language model I cannot write this text for you today.", "stop", 5, 12, 0.01)
     truncated = Completion(GOOD, "length", 5, 64, 0.01)
     engine = ScriptedEngine({"prompt 1": [refusal, truncated]})
-    in_uri, out_uri = make_shard(tmp_path)
-    stats = generate_shard(in_uri, out_uri, engine=engine)
-    rows = {r["prompt_id"]: r for r in storage.read_parquet(out_uri).to_pylist()}
+    unit = make_shard(tmp_path)
+    stats = generate_shard(unit["input"], unit["output"], unit["parts"], engine=engine)
+    rows = {r["prompt_id"]: r for r in storage.read_parquet(unit["output"]).to_pylist()}
     assert rows["p1"]["attempts"] == 3 and rows["p1"]["attempt_reasons"] == ["refusal", "truncated"]
     assert rows["p1"]["status"] == "ok"
     assert len({s for p, s in engine.seeds if p == "prompt 1"}) == 3  # a new seed every attempt
@@ -72,46 +77,48 @@ def test_failed_validation_is_regenerated_with_a_new_seed(tmp_path):
 def test_rows_that_keep_failing_are_kept_out_but_not_lost(tmp_path, storage_uri):
     bad = Completion("Too short.", "stop", 5, 2, 0.01)
     engine = ScriptedEngine({"prompt 2": [bad, EngineError("HTTP 500"), bad]})
-    in_uri, out_uri = make_shard(tmp_path)
-    stats = generate_shard(in_uri, out_uri, engine=engine)
-    rows = {r["prompt_id"]: r for r in storage.read_parquet(out_uri).to_pylist()}
+    unit = make_shard(tmp_path)
+    stats = generate_shard(unit["input"], unit["output"], unit["parts"], engine=engine)
+    rows = {r["prompt_id"]: r for r in storage.read_parquet(unit["output"]).to_pylist()}
     assert len(rows) == 6  # every prompt id exactly once
     assert rows["p2"]["status"] == "failed"
     assert rows["p2"]["attempt_reasons"] == ["too_short", "engine_error", "too_short"]
     assert stats["failed"] == 1 and stats["ok"] == 5
     run = RunContext.create(parse_spec(tiny_spec_dict()), "r")
-    result = filter_shard(run, out_uri)
+    given(run, "generate", {"shard": unit["output"]}, shard=0, stats=stats)
+    result = filter_shard.run(run, 0)
     assert result.stats["reasons"]["generation_failed"] == 1
 
 
 def test_crash_then_resume_generates_each_row_once(tmp_path):
-    in_uri, out_uri = make_shard(tmp_path, n=7)
+    # Through the generate stage's work unit (what the worker runs): the marker is its commit.
+    unit = make_shard(tmp_path, n=7)
     crashing = ScriptedEngine(crash_after=5)
     with pytest.raises(RuntimeError, match="worker killed"):
-        generate_shard(in_uri, out_uri, engine=crashing)
-    parts = [u for u in storage.list_files(parts_uri(out_uri)) if u.endswith(".parquet")]
+        run_unit(unit, engine=crashing)
+    parts = [u for u in storage.list_files(unit["parts"]) if u.endswith(".parquet")]
     assert len(parts) == 2  # rows 0-3 checkpointed in two parts; row 4 was lost with the crash
-    assert storage.committed(out_uri) is None
+    assert read_marker(unit["marker"]) is None  # not committed
     fresh = ScriptedEngine()
-    generate_shard(in_uri, out_uri, engine=fresh)
+    run_unit(unit, engine=fresh)
     assert sorted(fresh.calls) == ["prompt 4", "prompt 5", "prompt 6"]  # finished rows not regenerated
-    out = storage.read_parquet(out_uri).to_pylist()
+    out = storage.read_parquet(unit["output"]).to_pylist()
     assert [r["prompt_id"] for r in out] == [f"p{i}" for i in range(7)]
-    assert not storage.list_files(parts_uri(out_uri))  # checkpoints removed after the commit
+    assert not storage.list_files(unit["parts"])  # checkpoints removed after the commit
     again = ScriptedEngine()
-    assert generate_shard(in_uri, out_uri, engine=again)["skipped"] is True and again.calls == []
+    assert run_unit(unit, engine=again)["skipped"] is True and again.calls == []
 
 
 def test_time_based_checkpoints(tmp_path):
-    in_uri, out_uri = make_shard(tmp_path, n=3, checkpoint_rows=1000, checkpoint_seconds=1e-9)
+    unit = make_shard(tmp_path, n=3, checkpoint_rows=1000, checkpoint_seconds=1e-9)
     with pytest.raises(RuntimeError):
-        generate_shard(in_uri, out_uri, engine=ScriptedEngine(crash_after=2))
-    assert len([u for u in storage.list_files(parts_uri(out_uri)) if u.endswith(".parquet")]) == 2
+        generate_shard(unit["input"], unit["output"], unit["parts"], engine=ScriptedEngine(crash_after=2))
+    assert len([u for u in storage.list_files(unit["parts"]) if u.endswith(".parquet")]) == 2
 
 
 def test_accounting_counts_gpu_time_and_cost(tmp_path):
-    in_uri, out_uri = make_shard(tmp_path, runner="kubernetes", kubernetes={"gpus_per_pod": 2}, cost_per_gpu_hour=3.6)
-    stats = generate_shard(in_uri, out_uri, engine=FakeEngine())
+    unit = make_shard(tmp_path, runner="kubernetes", kubernetes={"gpus_per_pod": 2}, cost_per_gpu_hour=3.6)
+    stats = generate_shard(unit["input"], unit["output"], unit["parts"], engine=FakeEngine())
     assert stats["gpus"] == 2
     assert stats["gpu_seconds"] == pytest.approx(2 * stats["wall_s"], abs=0.1)
     assert stats["cost_usd"] == pytest.approx(stats["gpu_seconds"] / 3600 * 3.6, abs=1e-4)
@@ -122,13 +129,16 @@ def test_plan_sizes_shards_by_tokens_and_warns_about_load(storage_uri, caplog):
         "generation.max_tokens": 100, "generation.target_tokens_per_shard": 300,
         "generation.expected_load_s": 60, "generation.expected_tokens_per_s": 100}))
     run = RunContext.create(spec, "r")
-    prompts = run.run_uri("prompts", "p.parquet")
+    prompts = run.layout.output("prompts", "prompts")
     storage.write_parquet(prompts, pa.table({"prompt_id": [f"p{i}" for i in range(10)], "prompt": ["x"] * 10}))
+    given(run, "prompts", {"prompts": prompts})
     with caplog.at_level(logging.WARNING):
-        result = plan_shards(run, prompts)
+        result = plan_shards.run(run, None)
     assert [s["rows"] for s in result.outputs["shards"]] == [3, 3, 3, 1]
     assert result.stats["expected_load_share"] == pytest.approx(60 / 63, abs=1e-3)
     assert "model load would be" in caplog.text
     capped = spec.model_copy(update={"generation": spec.generation.model_copy(update={"max_shards": 2})})
-    result = plan_shards(RunContext.create(capped, "r2"), prompts)
+    capped_run = RunContext.create(capped, "r2")
+    given(capped_run, "prompts", {"prompts": prompts})
+    result = plan_shards.run(capped_run, None)
     assert [s["rows"] for s in result.outputs["shards"]] == [5, 5]

@@ -211,23 +211,26 @@ def test_load_failure_is_an_engine_error(fake_vllm, monkeypatch, tmp_path):
 
 
 def test_worker_generates_a_shard_through_vllm(fake_vllm, tmp_path):
-    """generate_shard -> load_engine -> VLLMEngine: one chat call for the shard, rows committed in order."""
+    """generate_shard -> load_engine -> VLLMEngine: one chat call for the shard, rows written in order."""
     import json
 
     import pyarrow as pa
 
     from synthcorpus import storage
     from synthcorpus.generation import META_KEY, generate_shard
+    from synthcorpus.layout import RunLayout
+    from synthcorpus.stages.generate import work_unit
 
     FakeLLM.reply = ("Here is a clear and friendly explanation written for curious readers, "
                      "covering {prompt} step by step with simple everyday examples.")
     cfg = {**_cfg(tmp_path), "max_attempts": 1, "quality": {"min_words": 5}}
     rows = [{"prompt_id": f"p{i}", "prompt": f"prompt {i}", "seed": 100 + i, "language": "en"} for i in range(6)]
     table = pa.Table.from_pylist(rows).replace_schema_metadata({META_KEY: json.dumps(cfg).encode()})
-    in_uri, out_uri = (tmp_path / "plan.parquet").as_uri(), (tmp_path / "out" / "shard-00000.parquet").as_uri()
+    unit = work_unit(RunLayout((tmp_path / "storage").as_uri(), "tiny", "r"), 0)
+    in_uri, out_uri = unit["input"], unit["output"]
     storage.write_parquet(in_uri, table)
 
-    stats = generate_shard(in_uri, out_uri)
+    stats = generate_shard(in_uri, out_uri, unit["parts"])
     (llm,) = FakeLLM.instances
     assert len(llm.chat_calls) == 1 and [s.seed for s in llm.chat_calls[0][1]] == [100, 101, 102, 103, 104, 105]
     out = storage.read_parquet(out_uri).to_pylist()
