@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from synthcorpus.diversity import near_duplicates, opening, opening_report
+from synthcorpus.quality.diversity import near_duplicates, opening, opening_report
 
 BASE = ("Bees carry pollen between flowers so that plants can make seeds and fruit; many of the crops we "
         "eat every day depend on these small insects and on the wild flowers that feed them in spring. Farmers "

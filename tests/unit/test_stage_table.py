@@ -108,3 +108,11 @@ def test_no_module_but_the_layout_spells_a_storage_path():
             if PATH_LITERALS.search(node.value):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert offenders == []
+
+
+def test_the_architecture_map_lists_every_stage_in_table_order():
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \|\s*(yes)?\s*\| ([^|]*) \|", (ROOT / "docs" / "architecture.md").read_text(), re.M)
+    assert [name for _, name, _, _ in rows] == [s.name for s in TABLE]
+    for (_, name, mapped, after), stage in zip(rows, TABLE):
+        assert bool(mapped) == stage.mapped, name
+        assert [a.strip() for a in after.split(",") if a.strip() not in ("", "—")] == list(stage.upstream), name

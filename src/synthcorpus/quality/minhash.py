@@ -216,7 +216,7 @@ def _minhash(shingles: np.ndarray, counts: np.ndarray, params: MinHashParams) ->
     return sig
 
 
-def _band_hashes(sig: np.ndarray, params: MinHashParams) -> np.ndarray:
+def band_hashes(sig: np.ndarray, params: MinHashParams) -> np.ndarray:
     """(n, bands) uint64: a 64-bit hash of each band's ``rows`` MinHash values."""
     v = sig.reshape(len(sig), params.bands, params.rows)
     seeds = np.array([_splitmix64(params.seed * 1000003 + 17 + i) for i in range(params.bands)], np.uint64)
@@ -227,7 +227,7 @@ def _band_hashes(sig: np.ndarray, params: MinHashParams) -> np.ndarray:
     return h
 
 
-def _batch_signatures(texts: list[str], params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
+def batch_signatures(texts: list[str], params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
     sh, counts = _shingle_hashes(texts, params)
     return _minhash(sh, counts, params), counts
 
@@ -261,7 +261,7 @@ def signatures(table_or_batches: Any, params: MinHashParams | None = None) -> np
     """(n, bands*rows) uint32 MinHash signatures of a pyarrow Table / RecordBatch / iterable of record
     batches (a ``text`` column) or of plain strings. Empty documents get all-max rows."""
     params = params or MinHashParams()
-    out = [_batch_signatures(texts, params)[0] for texts in _iter_texts(table_or_batches, params.batch_size)]
+    out = [batch_signatures(texts, params)[0] for texts in _iter_texts(table_or_batches, params.batch_size)]
     return np.concatenate(out) if out else np.zeros((0, params.num_perm), np.uint32)
 
 
@@ -300,8 +300,8 @@ def write_signatures(documents_uri: str, out_uri: str, shard: int, params: MinHa
     with storage.ParquetStreamWriter(out_uri, schema) as writer:
         for batch in storage.iter_batches(documents_uri, ["text", "prompt_id"], params.batch_size):
             texts = [t or "" for t in batch.column("text").to_pylist()]
-            sig, counts = _batch_signatures(texts, params)
-            bands = _band_hashes(sig, params)
+            sig, counts = batch_signatures(texts, params)
+            bands = band_hashes(sig, params)
             n = len(texts)
             pid = batch.column("prompt_id").cast(pa.string()) if "prompt_id" in batch.schema.names else pa.nulls(n, pa.string())
             arrays = [pa.array(np.full(n, shard, np.int32)), pa.array(np.arange(rows, rows + n, dtype=np.int64)), pid,

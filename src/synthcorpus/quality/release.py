@@ -10,7 +10,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import storage
-from ..diversity import opening, opening_report_from_counts
+from .diversity import opening, opening_report_from_counts
 from ..spec import BALANCE_DIMENSIONS, WORD_QUANTILES
 from .gate import Check, between, user_check
 

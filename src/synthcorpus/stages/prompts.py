@@ -18,7 +18,7 @@ MAPPED = False
 def run(run: RunContext, shard: int | None = None) -> StageResult:
     import pyarrow as pa
 
-    from ..diversity import prompt_report
+    from ..quality.diversity import prompt_report
     from ..prompts import build_rows
 
     seeds = result(run, "seeds")["outputs"]

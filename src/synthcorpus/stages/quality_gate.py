@@ -103,7 +103,7 @@ def _copy_data_docs(report: Any, docs_uri: str) -> str | None:
 
 def write_diversity(run: RunContext, openings: Counter[str]) -> dict[str, Any]:
     """The run's diversity report: the prompt plan's (written by the prompts stage) plus document openings."""
-    from ..diversity import opening_report_from_counts
+    from ..quality.diversity import opening_report_from_counts
 
     prompts = result(run, "prompts", required=False).get("outputs", {}).get("diversity")
     report = {
