@@ -22,7 +22,6 @@ import itertools
 import json
 import posixpath
 import random
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -34,6 +33,7 @@ import yaml
 
 from . import storage
 from .hashing import sha256_file
+from .text import clean as normalize_text
 
 if TYPE_CHECKING:
     import fsspec
@@ -103,11 +103,6 @@ def _text(obj: dict[str, Any], key: str, file: str, where: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- sample sources
-
-
-def normalize_text(text: str) -> str:
-    """NFC, every run of whitespace (newlines included) collapsed to one space, stripped."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def seed_id(kind: str, text: str) -> str:

@@ -6,7 +6,7 @@
    :mod:`synthcorpus.seeds`); every bad input raises :class:`DecontamError` (a :class:`~synthcorpus.seeds.SeedError`)
    naming the file and the spec field.
 2. **Index.** :class:`NgramIndex` hashes every word n-gram (default 10) of every normalized item
-   (:func:`synthcorpus.quality.filters.normalize`: NFKC, lower case, punctuation removed) to 64 bits
+   (:func:`synthcorpus.text.normalize`: NFKC, lower case, punctuation removed) to 64 bits
    (blake2b) and keeps two aligned numpy arrays sorted by hash: ``uint64`` hashes and ``int32`` item
    numbers, i.e. 12 bytes per distinct (n-gram, item) pair. Items shorter than n words cannot be indexed
    and are counted in ``NgramIndex.skipped_short``.
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..seeds import PARQUET_SUFFIXES, SeedError, _Location, _read_arrow, _resolve_format, jsonl_objects, read_location
-from .filters import normalize
+from ..text import clean, normalize
 
 if TYPE_CHECKING:
     import numpy as np
@@ -148,7 +148,7 @@ def _flatten(value: Any, where: str, field: str, column: str) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return " ".join(value.split())
+        return clean(value)
     if isinstance(value, (list, tuple)):
         return " ".join(t for t in (_flatten(v, where, field, column) for v in value) if t)
     if isinstance(value, dict):

@@ -87,10 +87,10 @@ DEFAULT_REFUSAL_PHRASES: dict[str, tuple[str, ...]] = {
 OPENING_CHARS = 200
 
 from ..spec.vocabulary import HEURISTIC_REASONS, REASONS  # noqa: F401  (the names, shared with the spec)
+from ..text import normalize  # noqa: F401  (quality.filters.normalize: the exact-dedup form)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)  # a \w character that is not a digit or underscore: a letter
-_NON_WORD = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACE = re.compile(r"\s+")
 _PARAGRAPHS = re.compile(r"\n{2,}")  # as datatrove's GopherRepetitionFilter
 _LINES = re.compile(r"\n+")
@@ -100,12 +100,6 @@ _SPACE_BEFORE_PUNCT = re.compile(r"\s+([!?:;,.])")
 
 def word_count(text: str) -> int:
     return len(_WORD.findall(text))
-
-
-def normalize(text: str) -> str:
-    """Case-, accent-form-, punctuation- and whitespace-insensitive form used for exact dedup."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return _SPACE.sub(" ", _NON_WORD.sub(" ", text)).strip()
 
 
 def text_hash(text: str) -> str:

@@ -42,7 +42,7 @@ import numpy as np
 
 from .. import storage
 from ..spec import NearDedupSpec
-from .filters import normalize
+from ..text import normalize
 
 _DEFAULTS = NearDedupSpec()  # one set of defaults: the spec's
 CHUNK = 4096  # shingles per vectorized MinHash block: CHUNK x bands*rows x 8 bytes (~3.7 MB at 112)
