@@ -1,6 +1,6 @@
 """Benchmark of the topic stage on web seeds: throughput and peak memory at two corpus sizes.
 
-topic_extraction: extract_topics (MiniLM embedding -> spill file -> silhouette choice of k ->
+topic_extraction: the topics stage (MiniLM embedding -> spill file -> silhouette choice of k ->
 MiniBatchKMeans partial_fit -> c-TF-IDF keywords) on synthetic short texts built from word lists,
 labeler="keywords" (no LLM). Each size runs in a fresh Python process so the RSS high-water marks are
 independent; the embedding model is loaded before the measurement starts (it is the same ~0.2-0.5 GB
@@ -83,9 +83,9 @@ def _child(n: int, batch_size: int = 256) -> None:
     import pyarrow as pa
 
     from synthcorpus import storage
-    from synthcorpus.run import RunContext
     from synthcorpus.spec import CorpusSpec
-    from synthcorpus.topics import extract_topics, load_embedder
+    from synthcorpus.stages.contract import RunContext, StageResult, commit_once, execute
+    from synthcorpus.topics import load_embedder
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SYNTHCORPUS_STORAGE_URI"] = Path(tmp).as_uri()
@@ -98,22 +98,24 @@ def _child(n: int, batch_size: int = 256) -> None:
                         "template_dir": str(ROOT / "include" / "prompts")},
         })
         run = RunContext.create(spec, f"bench-{n}")
-        seeds_uri = run.run_uri("seeds", "seeds.parquet")
+        seeds_uri = run.layout.output("seeds", "seeds")
         texts = synthetic_texts(n)
         storage.write_parquet(seeds_uri, pa.table({
             "seed_id": [f"w{i:07d}" for i in range(n)], "kind": ["web"] * n, "text": texts,
             "subject": pa.nulls(n, pa.string()), "course": pa.nulls(n, pa.string()), "unit": pa.nulls(n, pa.string()),
         }))
         del texts
+        # The seeds marker, as the seeds stage would have committed it: the topics stage reads it.
+        commit_once(run.layout.marker("seeds"), lambda: StageResult("seeds", {"seeds": seeds_uri}, {"seeds": n}))
         load_embedder()  # model load is outside the measurement: same cost at every size
         baseline = _rss_mb("VmRSS")
         reset = _reset_peak()
         started = time.perf_counter()
-        result = extract_topics(run, seeds_uri)
+        result = execute(run, "topics")
         seconds = time.perf_counter() - started
         peak = _rss_mb("VmHWM") if reset else None
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    web = result.stats["web"]
+    web = result["stats"]["web"]
     print(json.dumps({
         "n": n, "seconds": seconds, "samples_per_s": n / seconds, "embed_samples_per_s": web["embed_samples_per_s"],
         "embed_seconds": web["embed_seconds"], "cluster_seconds": web["cluster_seconds"],
@@ -133,7 +135,7 @@ def _measure(n: int, batch_size: int) -> dict:
 
 
 def topic_extraction(sizes: tuple[int, ...] = (10_000, 100_000), batch_size: int = 256) -> None:
-    """Throughput and peak RSS of extract_topics per size, each size in a fresh process."""
+    """Throughput and peak RSS of the topics stage per size, each size in a fresh process."""
     rows = [_measure(n, batch_size) for n in sizes]
     print(f"topic_extraction (labeler=keywords, embed_batch_size={batch_size}, n_clusters=auto, max_clusters=40)")
     print(f"{'seeds':>8} {'total s':>8} {'seeds/s':>8} {'embed/s':>8} {'cluster s':>9} {'k':>3} "

@@ -13,9 +13,9 @@ import pytest
 import s3fs
 
 from synthcorpus import storage
-from synthcorpus.run import RunContext
-from synthcorpus.seeds import SeedError, load_seeds, read_samples, read_source
+from synthcorpus.seeds import SeedError, read_samples, read_source
 from synthcorpus.spec import SampleSource, load_spec
+from synthcorpus.stages.contract import RunContext, execute
 from tests.conftest import tiny_spec_dict, write_spec
 
 TEXTS = [f"Seed paragraph {i} about comets, orbits and the night sky." for i in range(40)]
@@ -78,8 +78,8 @@ def test_load_seeds_from_s3_sources(bucket, tmp_path, monkeypatch):
         "instructions": {"path": f"s3://{bucket}/instr/seeds.jsonl", "text_column": "instruction"},
     }
     run = RunContext.create(load_spec(write_spec(tmp_path, tiny_spec_dict(seeds=seeds))), "s3seeds")
-    result = load_seeds(run)
-    assert result.outputs["seeds"] == f"s3://{bucket}/synthcorpus/tiny/runs/s3seeds/seeds/seeds.parquet"
-    table = storage.read_parquet(result.outputs["seeds"])
-    assert table.num_rows == 25 and result.stats["by_kind"] == {"outline": 0, "web": 10, "instruction": 15}
-    assert result.stats["sources"]["web_samples"]["etag"]
+    result = execute(run, "seeds")
+    assert result["outputs"]["seeds"] == f"s3://{bucket}/synthcorpus/tiny/runs/s3seeds/seeds/seeds.parquet"
+    table = storage.read_parquet(result["outputs"]["seeds"])
+    assert table.num_rows == 25 and result["stats"]["by_kind"] == {"outline": 0, "web": 10, "instruction": 15}
+    assert result["stats"]["sources"]["web_samples"]["etag"]

@@ -8,10 +8,11 @@ from collections import Counter
 import pytest
 
 from synthcorpus import storage
-from synthcorpus.run import RunContext
 from synthcorpus.spec import parse_spec
-from synthcorpus.topics import EmbeddingStore, cluster, embed_texts, embedding_model_dir, extract_topics, load_embedder
+from synthcorpus.stages.contract import RunContext, execute
+from synthcorpus.topics import EmbeddingStore, cluster, embed_texts, embedding_model_dir, load_embedder
 from tests.conftest import tiny_spec_dict
+from tests.stagekit import given
 
 pytestmark = pytest.mark.slow
 
@@ -101,16 +102,22 @@ def _seeds(uri: str) -> list[tuple[str, str]]:
     return truth
 
 
+def extract_topics(run, seeds_uri):
+    """The topics stage on a seeds table (the seeds marker committed as the seeds stage would): its marker."""
+    given(run, "seeds", {"seeds": seeds_uri})
+    return execute(run, "topics")
+
+
 def _run(n_clusters, run_id: str):
     spec = parse_spec(tiny_spec_dict(**{"topics.n_clusters": n_clusters, "topics.labeler": "keywords",
                                         "topics.embed_batch_size": 16}))
     run = RunContext.create(spec, run_id)
-    seeds_uri = run.run_uri("seeds", "seeds.parquet")
+    seeds_uri = run.layout.output("seeds", "seeds")
     truth = _seeds(seeds_uri)
     result = extract_topics(run, seeds_uri)
-    topics = {t["topic_id"]: t for t in storage.read_parquet(result.outputs["topics"]).to_pylist()}
+    topics = {t["topic_id"]: t for t in storage.read_parquet(result["outputs"]["topics"]).to_pylist()}
     assigned = dict(
-        (r["seed_id"], r["topic_id"]) for r in storage.read_parquet(result.outputs["assignments"]).to_pylist()
+        (r["seed_id"], r["topic_id"]) for r in storage.read_parquet(result["outputs"]["assignments"]).to_pylist()
     )
     return result, topics, assigned, truth
 
@@ -148,13 +155,13 @@ def test_model_ships_with_the_package():
 
 def test_three_groups_fixed_k(storage_uri):
     result, topics, assigned, truth = _run(3, "fixed")
-    assert result.stats["web"]["k_how"] == "fixed"
+    assert result["stats"]["web"]["k_how"] == "fixed"
     _check_separated(topics, assigned, truth)
 
 
 def test_three_groups_auto_k(storage_uri):
     result, topics, assigned, truth = _run("auto", "auto")
-    web = result.stats["web"]
+    web = result["stats"]["web"]
     assert web["k"] == 3, web
     assert web["k_how"].startswith("auto: silhouette")
     assert web["embed_samples_per_s"] > 0
@@ -178,10 +185,10 @@ def test_real_engine_labels_or_falls_back(storage_uri):
     (parseable reply) or by the keyword fallback, and the attempts are accounted for."""
     spec = parse_spec(tiny_spec_dict(**{"topics.n_clusters": 3, "topics.label_retries": 1, "topics.label_samples": 5}))
     run = RunContext.create(spec, "llm")
-    seeds_uri = run.run_uri("seeds", "seeds.parquet")
+    seeds_uri = run.layout.output("seeds", "seeds")
     _seeds(seeds_uri)
     result = extract_topics(run, seeds_uri)
-    topics = storage.read_parquet(result.outputs["topics"]).to_pylist()
+    topics = storage.read_parquet(result["outputs"]["topics"]).to_pylist()
     assert len(topics) == 3
     for t in topics:
         assert t["label"] and 1 <= t["label_attempts"] <= 2
@@ -189,6 +196,6 @@ def test_real_engine_labels_or_falls_back(storage_uri):
             assert 0 <= t["score"] <= 10
         else:
             assert t["label_source"] == "keywords" and t["score"] is None and t["label_attempts"] == 2
-    web = result.stats["web"]
+    web = result["stats"]["web"]
     assert web["label_calls"] == sum(t["label_attempts"] for t in topics)
     assert web["label_engine"]["engine"] == "llamacpp" and web["label_template"]["version"] == "1"

@@ -6,14 +6,15 @@ import pyarrow as pa
 import pytest
 
 from synthcorpus import storage
-from synthcorpus.prompts import TemplateError, build_prompts, environment, load_template, plan, render, truncate_tokens
-from synthcorpus.run import RunContext
+from synthcorpus.prompts import TemplateError, environment, load_template, plan, render, truncate_tokens
 from synthcorpus.spec import AUDIENCES, FORMATS, LANGUAGES, parse_spec
+from synthcorpus.stages.contract import RunContext, execute
 from tests.conftest import tiny_spec_dict
+from tests.stagekit import given
 
 
 def _inputs(run, n_topics=4, seeds_per_topic=3, with_instructions=True):
-    """Seeds, topics and assignments tables as the seeds and topics stages write them."""
+    """Seeds, topics and assignments tables as the seeds and topics stages write them, and their markers."""
     seeds, topics, assignments = [], [], []
     for t in range(n_topics):
         topics.append({"topic_id": f"t{t}", "kind": "web", "label": f"Topic {t}", "kept": True})
@@ -29,16 +30,21 @@ def _inputs(run, n_topics=4, seeds_per_topic=3, with_instructions=True):
         topics.append({"topic_id": "instructions", "kind": "instruction", "label": "instructions", "kept": True})
         seeds.append({"seed_id": "i1", "kind": "instruction", "text": "Why do we recycle?", "subject": None, "course": None, "unit": None})
         assignments.append({"seed_id": "i1", "topic_id": "instructions"})
-    uris = [run.run_uri("x", f"{n}.parquet") for n in ("seeds", "topics", "assignments")]
+    uris = [run.layout.output("seeds", "seeds"), run.layout.output("topics", "topics"),
+            run.layout.output("topics", "assignments")]
     for uri, rows in zip(uris, (seeds, topics, assignments)):
         storage.write_parquet(uri, pa.Table.from_pylist(rows))
+    given(run, "seeds", {"seeds": uris[0]})
+    given(run, "topics", {"topics": uris[1], "assignments": uris[2]})
     return uris
 
 
 def _prompts(spec, run_id, **kw):
+    """The prompts stage (under the completion protocol) on those inputs: its marker and its rows."""
     run = RunContext.create(spec, run_id)
-    result = build_prompts(run, *_inputs(run, **kw))
-    return result, storage.read_parquet(result.outputs["prompts"]).to_pylist()
+    _inputs(run, **kw)
+    result = execute(run, "prompts")
+    return result, storage.read_parquet(result["outputs"]["prompts"]).to_pylist()
 
 
 def test_prompt_ids_are_deterministic_across_runs(storage_uri):
@@ -119,7 +125,7 @@ def test_extract_is_truncated_to_the_token_budget():
 def test_preview_shape_and_diversity_report(storage_uri):
     spec = parse_spec(tiny_spec_dict(documents=20))
     result, _ = _prompts(spec, "r")
-    report = storage.read_json(result.outputs["diversity"])
+    report = storage.read_json(result["outputs"]["diversity"])
     assert report["prompts"] == 20
     assert sum(report["distribution"]["format"].values()) == 20
     assert 0 <= report["near_duplicate_rate"] <= 1

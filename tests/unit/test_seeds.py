@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthcorpus import storage
-from synthcorpus.run import RunContext
-from synthcorpus.seeds import SEED_COLUMNS, SeedError, load_seeds, read_outline, read_samples, read_source, seed_id
+from synthcorpus.seeds import SEED_COLUMNS, SeedError, read_outline, read_samples, read_source, seed_id
 from synthcorpus.spec import SampleSource, load_spec
+from synthcorpus.stages.contract import RunContext, execute
 from tests.conftest import INCLUDE, tiny_spec_dict, write_spec
 
 FIELD = "seeds.web_samples"
@@ -56,7 +56,7 @@ def paragraphs(n: int, prefix: str = "Paragraph") -> list[str]:
 
 
 def source(path: Path | str, **kw) -> tuple[SampleSource, str]:
-    """A SampleSource and the URI load_seeds would pass (CorpusSpec.resolve_uri gives file:// URIs)."""
+    """A SampleSource and the URI the seeds stage would pass (CorpusSpec.resolve_uri gives file:// URIs)."""
     return SampleSource(path=str(path), **kw), Path(path).as_uri()
 
 
@@ -337,6 +337,11 @@ def _run(tmp_path, seeds: dict, run_id: str = "r1") -> RunContext:
     return RunContext.create(load_spec(spec_path), run_id)
 
 
+def load_seeds(run: RunContext) -> dict:
+    """The seeds stage under the completion protocol: its committed marker."""
+    return execute(run, "seeds")
+
+
 def test_load_seeds_writes_unified_table(tmp_path, storage_uri):
     web = write_jsonl(tmp_path / "web.jsonl", [{"text": t, "url": "u"} for t in paragraphs(30, "Web")] + [{"text": "short"}])
     write_parquet(tmp_path / "instr" / "a.parquet", {"instruction": [f"How do I explain idea {i} to a child?" for i in range(8)]})
@@ -349,7 +354,7 @@ def test_load_seeds_writes_unified_table(tmp_path, storage_uri):
         },
     )
     result = load_seeds(run)
-    table = storage.read_parquet(result.outputs["seeds"])
+    table = storage.read_parquet(result["outputs"]["seeds"])
     assert tuple(table.column_names) == SEED_COLUMNS
     rows = table.to_pylist()
     outline = read_outline(INCLUDE / "seeds" / "demo_outline.yaml")
@@ -365,7 +370,7 @@ def test_load_seeds_writes_unified_table(tmp_path, storage_uri):
     first = rows[0]
     assert (first["subject"], first["unit"], first["text"]) == (outline[0]["subject"], outline[0]["unit"], outline[0]["description"])
 
-    stats = result.stats
+    stats = result["stats"]
     assert stats["seeds"] == len(rows)
     assert stats["by_kind"] == {"outline": len(outline), "web": 20, "instruction": 8}
     src = stats["sources"]
@@ -374,15 +379,15 @@ def test_load_seeds_writes_unified_table(tmp_path, storage_uri):
     assert src["web_samples"]["sha256"] == hashlib.sha256(web.read_bytes()).hexdigest()
     assert (src["web_samples"]["rows_read"], src["web_samples"]["kept"]) == (31, 20)
     assert src["instructions"]["format"] == "parquet_dir" and len(src["instructions"]["sha256"]) == 64
-    saved = storage.read_json(run.run_uri("seeds", "_stage.json"))
-    assert saved["outputs"]["seeds"] == result.outputs["seeds"] and saved["stats"]["by_kind"]["web"] == 20
+    saved = storage.read_json(run.layout.marker("seeds"))
+    assert saved["outputs"]["seeds"] == result["outputs"]["seeds"] and saved["stats"]["by_kind"]["web"] == 20
 
 
 def test_load_seeds_is_reproducible_and_works_without_outline(tmp_path, storage_uri):
     write_jsonl(tmp_path / "web.jsonl", [{"text": t} for t in paragraphs(50)])
     seeds = {"web_samples": {"path": "web.jsonl", "sample_size": 10, "seed": 1}}
-    a = storage.read_parquet(load_seeds(_run(tmp_path, seeds, "a")).outputs["seeds"]).to_pylist()
-    b = storage.read_parquet(load_seeds(_run(tmp_path, seeds, "b")).outputs["seeds"]).to_pylist()
+    a = storage.read_parquet(load_seeds(_run(tmp_path, seeds, "a"))["outputs"]["seeds"]).to_pylist()
+    b = storage.read_parquet(load_seeds(_run(tmp_path, seeds, "b"))["outputs"]["seeds"]).to_pylist()
     assert a == b and len(a) == 10 and {r["kind"] for r in a} == {"web"}
 
 

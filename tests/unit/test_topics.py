@@ -13,8 +13,8 @@ import pytest
 
 from synthcorpus import storage, topics
 from synthcorpus.engines import Completion, Engine, EngineError, SamplingParams
-from synthcorpus.run import RunContext
 from synthcorpus.spec import parse_spec
+from synthcorpus.stages.contract import RunContext, execute
 from synthcorpus.topics import (
     EmbeddingStore,
     TopicError,
@@ -23,10 +23,10 @@ from synthcorpus.topics import (
     ctfidf_keywords,
     decide,
     denied,
-    extract_topics,
     parse_label_reply,
 )
 from tests.conftest import tiny_spec_dict
+from tests.stagekit import given
 
 # ------------------------------------------------------------------------------------------ fixtures
 
@@ -114,14 +114,22 @@ def _write_seeds(run, web_groups=(), per_group=12, outline=2, instructions=3) ->
     for g in web_groups:
         for i, text in enumerate(_texts(g, per_group)):
             rows.append({"seed_id": f"{g}-{i}", "kind": "web", "text": text, "subject": None, "course": None, "unit": None})
-    uri = run.run_uri("seeds", "seeds.parquet")
+    uri = run.layout.output("seeds", "seeds")
     storage.write_parquet(uri, pa.Table.from_pylist(rows))
     return uri
 
 
+def extract_topics(run, seeds_uri, engine=None):
+    """The topics stage on a seeds table: the seeds marker committed as the seeds stage would have, then
+    the stage run under the completion protocol with ``engine`` injected through the run context.
+    Returns the topics marker."""
+    assert given(run, "seeds", {"seeds": seeds_uri})["outputs"]["seeds"] == seeds_uri
+    return execute(RunContext.create(run.spec, run.run_id, run.params, engine), "topics")
+
+
 def _read(result):
-    rows = storage.read_parquet(result.outputs["topics"]).to_pylist()
-    assigned = storage.read_parquet(result.outputs["assignments"]).to_pylist()
+    rows = storage.read_parquet(result["outputs"]["topics"]).to_pylist()
+    assigned = storage.read_parquet(result["outputs"]["assignments"]).to_pylist()
     return {t["topic_id"]: t for t in rows}, assigned
 
 
@@ -290,8 +298,8 @@ def test_outline_and_instructions_without_web_need_no_model(tmp_path, storage_ur
     assert (i["kind"], i["label"], i["label_source"], i["kept"], i["size"]) == (
         "instruction", "instructions", "instruction", True, 4)
     assert Counter(a["topic_id"] for a in assigned) == {"o0": 1, "o1": 1, "o2": 1, "instructions": 4}
-    assert result.stats["seeds_by_kind"] == {"instruction": 4, "outline": 3}
-    assert storage.read_json(run.run_uri("topics", "_stage.json"))["outputs"] == result.outputs
+    assert result["stats"]["seeds_by_kind"] == {"instruction": 4, "outline": 3}
+    assert storage.read_json(run.layout.marker("topics"))["outputs"] == result["outputs"]
 
 
 def test_every_seed_assigned_exactly_once(tmp_path, storage_uri):
@@ -312,7 +320,7 @@ def test_every_seed_assigned_exactly_once(tmp_path, storage_uri):
     assert bees["kept"] and bees["reason"] == "kept (labeler: keywords)" and bees["score"] is None
     assert bees["label"] == ", ".join(bees["keywords"][:3]) and set(bees["keywords"]) <= set(GROUP_WORDS["bees"])
     assert bees["extract"] in _texts("bees", 15)
-    assert result.stats["web"]["k_how"] == "fixed" and result.stats["dropped_by_reason"] == {"deny-list": 1}
+    assert result["stats"]["web"]["k_how"] == "fixed" and result["stats"]["dropped_by_reason"] == {"deny-list": 1}
 
 
 def test_retry_then_fallback_counts_attempts(tmp_path, storage_uri):
@@ -343,10 +351,10 @@ def test_retry_then_fallback_counts_attempts(tmp_path, storage_uri):
     prompt, _, params = engine.calls[0]
     assert params.temperature == 0.3 and params.max_tokens == 40
     assert prompt.count("\n1. ") == 1 and "\n4. " in prompt and "\n5. " not in prompt  # label_samples extracts
-    web = result.stats["web"]
+    web = result["stats"]["web"]
     assert web["label_calls"] == 6 and web["label_fallbacks"] == 1 and web["label_template"]["version"] == "1"
     assert any("boom" in e for e in web["label_errors"])
-    assert result.stats["label_sources"] == {"engine": 2, "instruction": 1, "keywords": 1, "outline": 2}
+    assert result["stats"]["label_sources"] == {"engine": 2, "instruction": 1, "keywords": 1, "outline": 2}
     assert not engine.closed  # the caller's engine stays open
 
     # Same spec and seeds: same labels and the same sampling seeds.
@@ -374,8 +382,8 @@ def test_min_score_drops_and_engine_is_created_lazily(tmp_path, storage_uri, mon
     assert (foot["kept"], foot["reason"], foot["score"]) == (False, "score 2.0 < 3.0", 2.0)
     gossip = _topic_of_group(tops, assigned, "gossip")
     assert (gossip["kept"], gossip["label"]) == (True, "Gossip things")  # empty deny-list
-    assert result.stats["kept"] == 2 + 1 + 2 and result.stats["dropped"] == 1
-    assert result.stats["web"]["label_engine"] == {"engine": "scripted", "model": "scripted"}
+    assert result["stats"]["kept"] == 2 + 1 + 2 and result["stats"]["dropped"] == 1
+    assert result["stats"]["web"]["label_engine"] == {"engine": "scripted", "model": "scripted"}
 
     # No web seeds: no engine at all.
     created.clear()
@@ -387,7 +395,7 @@ def test_keywords_labeler_never_calls_the_engine(tmp_path, storage_uri):
     engine = ScriptedEngine(lambda p, a: AssertionError("called"))
     run = _run(tmp_path, labeler="keywords", n_clusters=2)
     result = extract_topics(run, _write_seeds(run, web_groups=("bees", "football")), engine=engine)
-    assert engine.calls == [] and result.stats["web"]["label_calls"] == 0
+    assert engine.calls == [] and result["stats"]["web"]["label_calls"] == 0
 
 
 def test_missing_label_template_names_the_file(tmp_path, storage_uri, copy_include):
@@ -400,7 +408,7 @@ def test_missing_label_template_names_the_file(tmp_path, storage_uri, copy_inclu
 
 def test_bad_seeds_tables_are_rejected(tmp_path, storage_uri):
     run = _run(tmp_path)
-    uri = run.run_uri("seeds", "bad.parquet")
+    uri = storage.join(run.layout.stage_dir("seeds"), "bad.parquet")
     storage.write_parquet(uri, pa.Table.from_pylist([{"seed_id": "a", "kind": "tweet", "text": "x", "unit": None}]))
     with pytest.raises(TopicError, match="kind: expected one of outline, web, instruction, got 'tweet'"):
         extract_topics(run, uri)
@@ -412,7 +420,7 @@ def test_bad_seeds_tables_are_rejected(tmp_path, storage_uri):
 def test_walking_skeleton_outline_table_still_reads(tmp_path, storage_uri):
     """The old outline-only seeds table (no kind, description instead of text) is read as outline seeds."""
     run = _run(tmp_path)
-    uri = run.run_uri("seeds", "old.parquet")
+    uri = storage.join(run.layout.stage_dir("seeds"), "old.parquet")
     storage.write_parquet(uri, pa.Table.from_pylist(
         [{"seed_id": "s1", "subject": "Math", "course": "Algebra", "unit": "Fractions", "description": "Parts of a whole."}]))
     tops, _ = _read(extract_topics(run, uri))
