@@ -2,7 +2,7 @@
 
 minhash: n synthetic 300-word documents (Zipf-like vocabulary of 30 k words) of which ~5 % are planted
 near-duplicates of an earlier document (3-8 word edits, sometimes a paragraph moved), split into 8
-shards. Measured in a fresh single-threaded process (OMP/OPENBLAS/MKL threads = 1): signature_shard
+shards. Measured in a fresh single-threaded process (OMP/OPENBLAS/MKL threads = 1): write_signatures
 over every shard + find_clusters, as docs/s, the stage's peak RSS over the process baseline after the
 corpus is built, and recall / precision on the planted pairs (a planted copy counts as found when it
 is listed as a duplicate of its source, or of the same cluster's kept document).
@@ -67,26 +67,15 @@ def _rss_mb(field: str) -> float:
     return float("nan")
 
 
-class _Run:
-    """Just what signature_shard needs from a RunContext."""
-
-    def __init__(self, base: str):
-        self.base = base
-
-    def run_uri(self, *parts: str) -> str:
-        return "/".join([self.base, *parts])
-
-
 def _child(n: int, tmp: str) -> None:
     import pyarrow as pa
 
     from synthcorpus import storage
-    from synthcorpus.quality.minhash import MinHashParams, find_clusters, signature_shard
+    from synthcorpus.quality.minhash import MinHashParams, find_clusters, write_signatures
 
     texts, planted = synthetic_docs(n)
     ids = [f"doc-{i:07d}" for i in range(n)]
     base = Path(tmp).as_uri()
-    run = _Run(base)
     per = -(-n // SHARDS)
     shard_uris = []
     for k in range(SHARDS):
@@ -100,8 +89,10 @@ def _child(n: int, tmp: str) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     base_rss = _rss_mb("VmRSS")
     params = MinHashParams()
+    sig_uris = [f"{base}/signatures/shard-{k:05d}.parquet" for k in range(SHARDS)]
     t0 = time.perf_counter()
-    sig_uris = [signature_shard(run, u, params) for u in shard_uris]
+    for k, (uri, sig_uri) in enumerate(zip(shard_uris, sig_uris)):
+        write_signatures(uri, sig_uri, k, params)
     t1 = time.perf_counter()
     clusters = find_clusters(sig_uris, params)
     t2 = time.perf_counter()

@@ -2,12 +2,15 @@
 
 quality_throughput: for each size (100 k and 1 M documents by default) a synthetic corpus is written
 once, streaming, as Parquet shards of SHARD_DOCS documents (``generate/shard-XXXXX.parquet`` of a real
-run layout, committed with a marker like the generator does), by a generator child process. Then three
+run layout, each committed with its ``generate`` marker after a committed ``plan_shards`` marker, as the
+pipeline's stages do), by a generator child process. Then three
 fresh single-threaded child processes (OMP/OPENBLAS/MKL threads = 1) each measure one thing on the
 same shards, so that each one's peak memory is its own:
 
-(a) ``filter``: our filter stage (``synthcorpus.quality.filters.filter_shard``) over every shard;
-(b) ``ours``: our MinHash stage (``signature_shard`` over every shard + ``find_clusters``);
+(a) ``filter``: our filter stage (``synthcorpus.stages.filter_shard``, run with its marker commit by
+    ``stages.contract.execute``) over every shard;
+(b) ``ours``: our MinHash (``synthcorpus.quality.minhash.write_signatures`` over every shard +
+    ``find_clusters``);
 (c) ``datatrove``: datatrove's four MinHash stages (MinhashDedupSignature -> MinhashDedupBuckets ->
     MinhashDedupCluster -> MinhashDedupFilter; LocalPipelineExecutor, workers=1, so everything runs in
     the child process) reading the same Parquet shards with the same n-gram (5) / bands (14) /
@@ -183,15 +186,16 @@ def _spec(n: int):
 
 
 def _run(n: int):
-    from synthcorpus.run import RunContext
+    from synthcorpus.stages.contract import RunContext
 
     return RunContext.create(_spec(n), RUN_ID)
 
 
 def _shard_uris(run) -> list[str]:
-    from synthcorpus import storage
+    """The generated shards, as their committed ``generate`` markers name them (in plan order)."""
+    from synthcorpus.stages.contract import results
 
-    return json.loads(storage.read_bytes(run.run_uri("generate", "_shards.json")))
+    return [m["outputs"]["shard"] for m in results(run, "generate")]
 
 
 def _recall(removed: set[int], planted: dict[int, int]) -> dict:
@@ -212,9 +216,11 @@ def _child_generate(n: int, tmp: str, words: int = WORDS) -> dict:
     import pyarrow as pa
 
     from synthcorpus import storage
+    from tests.stagekit import given, given_plan
 
     run = _run(n)
     corpus = Corpus(n, words=words)
+    given_plan(run, -(-n // SHARD_DOCS))  # the shards every mapped stage expands over
     t0 = time.perf_counter()
     uris = []
     for k, start in enumerate(range(0, n, SHARD_DOCS)):
@@ -223,10 +229,10 @@ def _child_generate(n: int, tmp: str, words: int = WORDS) -> dict:
         table = pa.table({"prompt_id": [prompt_id(i) for i in idx], "text": texts,
                           "language": ["en"] * len(idx), "finish_reason": ["stop"] * len(idx),
                           "status": ["ok"] * len(idx)})
-        uri = run.run_uri("generate", f"shard-{k:05d}.parquet")
-        storage.commit(uri, table, {})
+        uri = run.layout.shard("generate", k)
+        storage.write_parquet(uri, table)
+        given(run, "generate", {"shard": uri}, shard=k, stats={"rows": table.num_rows})  # committed, as generate does
         uris.append(uri)
-    storage.write_bytes(run.run_uri("generate", "_shards.json"), json.dumps(uris).encode())
     Path(tmp, "planted.json").write_text(json.dumps(corpus.planted))
     words = sum(len(corpus.text(i).split()) for i in range(min(n, 200))) / min(n, 200)
     return {"seconds": time.perf_counter() - t0, "shards": len(uris), "planted": len(corpus.planted),
@@ -245,16 +251,16 @@ def _preload_filter() -> None:
 
 
 def _child_filter(n: int, tmp: str) -> dict:
-    from synthcorpus.quality.filters import filter_shard
+    from synthcorpus.stages.contract import execute, shards
 
     _preload_filter()
     run = _run(n)
-    uris = _shard_uris(run)
+    indexes = shards(run)
     reasons: dict[str, int] = {}
     kept = 0
     with _Meter() as m:
-        for uri in uris:
-            stats = filter_shard(run, uri).stats
+        for index in indexes:  # the filter_shard task of each shard: the stage + its marker commit
+            stats = execute(run, "filter_shard", index)["stats"]
             kept += stats["kept"]
             for r, c in stats.get("reasons", {}).items():
                 reasons[r] = reasons.get(r, 0) + c
@@ -272,15 +278,17 @@ def _child_ours(n: int, tmp: str) -> dict:
     from synthcorpus.quality.minhash import (
         MinHashParams,
         find_clusters,
-        signature_shard,
+        write_signatures,
     )
 
     run = _run(n)
     uris = _shard_uris(run)
+    sig_uris = [run.layout.shard("minhash_signatures", i) for i in range(len(uris))]
     params = MinHashParams(ngram=NGRAM, bands=BANDS, rows=ROWS)
     with _Meter() as m:
         t0 = time.perf_counter()
-        sig_uris = [signature_shard(run, u, params) for u in uris]
+        for i, (uri, sig_uri) in enumerate(zip(uris, sig_uris)):
+            write_signatures(uri, sig_uri, i, params)
         t1 = time.perf_counter()
         clusters = find_clusters(sig_uris, params)
     removed = {int(d.split("-")[1]) for _, dups in clusters for d in dups}
@@ -331,7 +339,7 @@ def _child_datatrove(n: int, tmp: str) -> dict:
 
     _patch_datatrove_xxhash()
     run = _run(n)
-    gen_dir = run.run_uri("generate").removeprefix("file://")
+    gen_dir = run.layout.stage_dir("generate").removeprefix("file://")
     cfg = MinhashConfig(n_grams=NGRAM, num_buckets=BANDS, hashes_per_bucket=ROWS)
     d = os.path.join(tmp, "datatrove")
 

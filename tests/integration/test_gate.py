@@ -151,6 +151,6 @@ def test_optional_run_metric_expectations(tmp_path):
 
 def test_expectation_catalog_matches_installed_gx():
     """The JSON catalog that validates spec expectations without importing GX is up to date."""
-    from synthcorpus.quality import gx_catalog
+    from synthcorpus.spec import gx_catalog
 
-    assert gx_catalog.load() == gx_catalog.build(), "regenerate: python -m synthcorpus.quality.gx_catalog"
+    assert gx_catalog.load() == gx_catalog.build(), "regenerate: python -m synthcorpus.spec.gx_catalog"

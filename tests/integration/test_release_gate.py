@@ -10,12 +10,14 @@ import pyarrow as pa
 import pytest
 
 from synthcorpus import storage
-from synthcorpus.gate_stage import quality_gate, release_checks, validate_shard
-from synthcorpus.publish import PublishError, publish
+from synthcorpus.publish import PublishError
 from synthcorpus.quality.gate import GateFailed
-from synthcorpus.run import RunContext, StageResult
+from synthcorpus.quality.release import release_checks
 from synthcorpus.spec import parse_spec
+from synthcorpus.stages import contract, publish
+from synthcorpus.stages.contract import RunContext, execute
 from tests.conftest import INCLUDE, tiny_spec_dict
+from tests.stagekit import given, given_plan
 
 FORMATS = ["textbook", "blog_post", "story"]
 AUDIENCES = ["young_children", "high_school_students", "college_students"]
@@ -30,31 +32,35 @@ def doc(i: int, n_words: int = 20, fmt: str | None = None, language: str = "en",
 
 def make_run(storage_uri, shards: list[list[dict]], run_id: str = "r1", removed: dict | None = None,
              exact: int = 0, near: int = 0, decontam: dict | None = None, confusion: dict | None = None, **quality):
-    """A run whose stages up to decontamination are done: filter markers, stage stats, document shards."""
+    """A run whose stages up to decontamination are committed: the plan, filter_shard markers, stage
+    stats, decontaminated document shards."""
     spec = parse_spec(tiny_spec_dict(**{f"quality.{k}": v for k, v in quality.items()}))
     run = RunContext.create(spec, run_id)
     removed = removed or {}
+    given_plan(run, len(shards))
     uris = []
     for i, rows in enumerate(shards):
-        name = f"shard-{i:05d}.parquet"
         extra = removed if i == 0 else {}  # all filter removals counted on shard 0
         kept = len(rows) + (exact + near + (decontam or {}).get("removed", 0) if i == 0 else 0)
-        storage.write_json(storage.marker(run.run_uri("filter", name)), {
+        given(run, "filter_shard", {"documents": run.layout.shard("filter_shard", i)}, shard=i, stats={
             "input": kept + sum(extra.values()), "kept": kept, "reasons": extra,
             "language_confusion": (confusion or {"en": {"en": kept}}) if i == 0 else {"en": {"en": kept}}})
-        uri = run.run_uri("decontam", name)
+        uri = run.layout.shard("decontaminate", i)
         storage.write_parquet(uri, pa.Table.from_pylist(rows) if rows else pa.table({"text": pa.array([], pa.string())}))
         uris.append(uri)
-    StageResult("dedup", {}, {"removed": exact}).save(run)
-    StageResult("near_dedup", {}, {"removed": near}).save(run)
-    StageResult("decontam", {}, {"removed": 0, "canaries_missed": [], **(decontam or {})}).save(run)
+    given(run, "dedup", {}, stats={"removed": exact})
+    given(run, "near_dedup", {}, stats={"removed": near})
+    given(run, "decontaminate", {"documents": uris}, stats={"removed": 0, "canaries_missed": [], **(decontam or {})})
     return run, uris
 
 
 def gate(run, uris, override=None):
-    for uri in uris:  # what the mapped validate_shard tasks do before the gate task
-        validate_shard(run, uri)
-    return quality_gate(run, uris, override)
+    """The gate's marker once the mapped validate_shard tasks and the gate task have run."""
+    if override is not None:  # the DAG param the gate task reads its override reason from
+        run = RunContext.create(run.spec, run.run_id, {**run.params, "override_gate_reason": override})
+    for index in contract.shards(run):  # what the mapped validate_shard tasks do before the gate task
+        execute(run, "validate_shard", index)
+    return execute(run, "quality_gate")
 
 
 def failed_columns(exc: GateFailed) -> set:
@@ -88,8 +94,8 @@ def test_passing_run_validates_each_shard_and_the_run_metrics(storage_uri):
                          max_duplicate_rate=0.2, word_quantiles={"p50": {"min": 10, "max": 30}},
                          max_share={"format": 0.5}, min_share={"format": 0.2})
     result = gate(run, uris)
-    assert result.stats["passed"] is True
-    report = storage.read_json(run.run_uri("gate", "report.json"))
+    assert result["stats"]["passed"] is True
+    report = storage.read_json(run.layout.output("quality_gate", "report"))
     m = report["metrics"]
     assert m["documents"] == 18 and m["generated"] == 22 and m["filtered_share"] == round(4 / 22, 6)
     assert m["filtered_share_too_short"] == round(2 / 22, 6) and m["duplicate_rate"] == 0.1
@@ -103,14 +109,15 @@ def test_passing_run_validates_each_shard_and_the_run_metrics(storage_uri):
     index = storage.read_bytes(report["data_docs"]).decode()
     for name in ("shard-00000", "shard-00001", "shard-00002", "run_metrics"):
         assert name in index
-    pages = [u for u in storage.list_files(run.run_uri("gate", "data_docs", "validations")) if u.endswith(".html")]
+    validations = storage.join(run.layout.output("quality_gate", "data_docs"), "validations")
+    pages = [u for u in storage.list_files(validations) if u.endswith(".html")]
     assert len(pages) == 4
     # The readable-offline report page lists every expectation and links every Data Docs page.
-    html = storage.read_bytes(run.run_uri("gate", "report.html")).decode()
+    html = storage.read_bytes(run.layout.output("quality_gate", "report_html")).decode()
     assert "Quality gate PASSED" in html and html.count("<tr class=\"ok\">") == len(report["expectations"])
     for page in pages:
-        assert "data_docs/" + page.split("/gate/data_docs/", 1)[1] in html
-    validation = storage.read_json(run.run_uri("gate", "validation.json"))
+        assert "data_docs/" + page.split("/quality_gate/data_docs/", 1)[1] in html
+    validation = storage.read_json(run.layout.output("quality_gate", "validation"))
     assert set(validation["shards"]) == {"shard-00000", "shard-00001", "shard-00002"}
     assert all(storage.exists(u) for u in validation["shards"].values())
     docs_line = next(e for e in report["expectations"] if e["column"] == "n_words" and e["batch"] == "documents")
@@ -121,16 +128,17 @@ def test_run_metrics_do_not_depend_on_sharding(storage_uri):
     docs = [doc(i, n_words=10 + i) for i in range(12)]
     one, u1 = make_run(storage_uri, [docs], run_id="one")
     many, u4 = make_run(storage_uri, [docs[0:3], docs[3:6], [], docs[6:12]], run_id="many")
-    a = gate(one, u1).stats
-    b = gate(many, u4).stats
+    a = gate(one, u1)["stats"]
+    b = gate(many, u4)["stats"]
     assert {k: v for k, v in a.items() if k != "generated"} == {k: v for k, v in b.items() if k != "generated"}
 
 
 def test_validate_shard_is_reused_on_rerun(storage_uri):
-    run, uris = make_run(storage_uri, [[doc(i) for i in range(4)]])
-    first = validate_shard(run, uris[0])
-    storage.write_json(run.run_uri("gate", "shards", "shard-00000.json"), {**first, "rows": 999})
-    assert validate_shard(run, uris[0])["rows"] == 999  # not recomputed
+    run, _ = make_run(storage_uri, [[doc(i) for i in range(4)]])
+    first = execute(run, "validate_shard", 0)
+    # The completion protocol: a committed shard's marker is returned, the shard is not validated again.
+    storage.write_json(run.layout.marker("validate_shard", 0), {**first, "stats": {**first["stats"], "rows": 999}})
+    assert execute(run, "validate_shard", 0)["stats"]["rows"] == 999  # not recomputed
 
 
 # Each family of run-level expectations fails on its own: (thresholds, run setup, failing column).
@@ -170,10 +178,10 @@ def test_each_run_metric_family_fails_the_gate_and_publishes_nothing(storage_uri
         gate(run, uris)
     assert column in failed_columns(err.value), err.value.report.table()
     assert "FAILED" in str(err.value) and column in str(err.value)
-    assert storage.exists(storage.join(run.corpus_uri, "quarantine", f"{run.run_id}.json"))
+    assert storage.exists(run.layout.quarantine)
     with pytest.raises(PublishError):
-        publish(run)
-    assert not storage.exists(run.latest_uri) and not storage.exists(run.version_uri("manifest.json"))
+        publish.run(run)
+    assert not storage.exists(run.layout.latest) and not storage.exists(run.layout.version_uri("manifest.json"))
 
 
 def test_a_bad_shard_is_named_in_the_failure(storage_uri):
@@ -187,9 +195,9 @@ def test_a_bad_shard_is_named_in_the_failure(storage_uri):
     assert failures["n_words"]["observed"]["failed_shards"] == ["shard-00001"]
     assert failures["n_words"]["observed"]["unexpected_count"] == 1
     assert "in shard-00001" in str(err.value)
-    html = storage.read_bytes(run.run_uri("gate", "report.html")).decode()
+    html = storage.read_bytes(run.layout.output("quality_gate", "report_html")).decode()
     assert "Quality gate FAILED" in html and html.count('<tr class="failed">') == 2 and "shard-00001" in html
-    shards = storage.read_json(run.run_uri("gate", "report.json"))["shards"]
+    shards = storage.read_json(run.layout.output("quality_gate", "report"))["shards"]
     assert [s["passed"] for s in shards] == [True, False, True]
 
 
@@ -204,11 +212,11 @@ def test_duplicate_across_shards_is_caught_at_run_level(storage_uri):
 def test_override_publishes_and_records_the_reason(storage_uri):
     run, uris = make_run(storage_uri, [[doc(i) for i in range(6)]], min_documents=50)
     result = gate(run, uris, override="known small pilot run; approved by data lead")
-    assert result.stats["passed"] is False and result.stats["override"]["reason"].startswith("known small pilot")
-    assert "expect_column_values_to_be_between (documents)" in result.stats["override"]["failed_expectations"]
-    published = publish(run)
+    assert result["stats"]["passed"] is False and result["stats"]["override"]["reason"].startswith("known small pilot")
+    assert "expect_column_values_to_be_between (documents)" in result["stats"]["override"]["failed_expectations"]
+    published = publish.run(run)
     assert published.stats["rows"] == 6
-    card = storage.read_bytes(run.version_uri("README.md")).decode()
+    card = storage.read_bytes(run.layout.version_uri("README.md")).decode()
     assert "override" in card and "known small pilot" in card
 
 
