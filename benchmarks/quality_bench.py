@@ -40,7 +40,7 @@ hash unchanged otherwise.
 
 gate_vs_pandas: one 1 M-row documents frame (short text, n_words, unique text_hash, 10 rows with
 n_words out of range so one expectation fails and both sides must count the same 10 unexpected
-values) and a one-row run_metrics; ``run_quality_gate`` (two GX checkpoints + Data Docs) versus the
+values) and a one-row run_metrics; ``quality.gate.validate`` (two GX checkpoints + Data Docs) versus the
 same five checks in plain pandas, same data, same process, GX import timed separately.
 
 Run: .venv/bin/python benchmarks/run.py quality_throughput    (or gate_vs_pandas)
@@ -59,7 +59,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from minhash_bench import _rss_mb  # benchmarks/ is on sys.path for every entry point
 
@@ -469,6 +469,22 @@ def _gate_frame(rows: int):
     })
 
 
+# The same five checks on both sides: the bounds, then the GX suite built from them.
+GATE_BOUNDS = {"min_documents": 1000, "max_filtered_share": 0.5, "min_words": 50, "max_words": 5000}
+
+
+def _gx_suite(t: Any) -> list:
+    from synthcorpus.quality.gate import Check, between
+
+    return [
+        Check("documents", "expect_table_row_count_to_be_between", {"min_value": t.min_documents}, f">= {t.min_documents}"),
+        Check("documents", "expect_column_values_to_not_be_null", {"column": "text"}, "not null"),
+        between("documents", "n_words", t.min_words, t.max_words),
+        Check("documents", "expect_column_values_to_be_unique", {"column": "text_hash"}, "unique"),
+        between("run_metrics", "filtered_share", 0, t.max_filtered_share),
+    ]
+
+
 def _pandas_checks(docs, run_metrics: dict, t) -> dict:
     import pandas as pd
 
@@ -483,13 +499,16 @@ def _pandas_checks(docs, run_metrics: dict, t) -> dict:
 
 
 def _child_gate(rows: int, tmp: str) -> dict:
-    import pandas as pd  # noqa: F401  (imported for the frame; not part of either figure)
+    import pandas as pd  # imported for the frames; not part of either figure
 
-    from synthcorpus.quality.gate import GateThresholds, run_quality_gate
+    from types import SimpleNamespace
+
+    from synthcorpus.quality.gate import validate
 
     docs = _gate_frame(rows)
     run_metrics = {"generated": rows + 1000, "documents": rows, "filtered_share": 1000 / (rows + 1000)}
-    t = GateThresholds(min_documents=1000, max_filtered_share=0.5, min_words=50, max_words=5000)
+    t = SimpleNamespace(**GATE_BOUNDS)
+    suite = _gx_suite(t)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     t0 = time.perf_counter()
     import great_expectations  # noqa: F401
@@ -500,7 +519,7 @@ def _child_gate(rows: int, tmp: str) -> dict:
         checks = _pandas_checks(docs, run_metrics, t)
         pandas_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        report = run_quality_gate(docs, run_metrics, t, Path(tmp, f"gx-{r}"), "bench")
+        report = validate({"documents": docs, "run_metrics": pd.DataFrame([run_metrics])}, suite, Path(tmp, f"gx-{r}"), "bench")
         gx_s.append(time.perf_counter() - t0)
     n_words_gx = next(e["observed"] for e in report.expectations if e["column"] == "n_words")
     return {"rows": rows, "import_s": import_s, "pandas_s": pandas_s, "gx_s": gx_s, "pandas": checks,

@@ -31,7 +31,6 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 
-from . import storage
 from .hashing import sha256_file
 from .text import clean as normalize_text
 

@@ -8,9 +8,34 @@ import json
 import pandas as pd
 import pytest
 
-from synthcorpus.quality.gate import GateFailed, GateThresholds, QualityReport, run_quality_gate
+from synthcorpus.quality.gate import Check, GateFailed, QualityReport, between, validate
 
-THRESHOLDS = GateThresholds(min_documents=3, max_filtered_share=0.5, min_words=5, max_words=50)
+
+def suite(min_documents: int = 3, max_filtered_share: float = 0.5, min_words: int = 5, max_words: int = 50,
+          max_opening_share: float | None = None, check_canaries: bool = False,
+          min_language_match_rate: float | None = None) -> list[Check]:
+    """A small fixed suite on both batches (the release suite of a spec is quality.release.release_checks)."""
+    out = [
+        Check("documents", "expect_table_row_count_to_be_between", {"min_value": min_documents}, f">= {min_documents}"),
+        Check("documents", "expect_column_values_to_not_be_null", {"column": "text"}, "not null"),
+        between("documents", "n_words", min_words, max_words),
+        Check("documents", "expect_column_values_to_be_unique", {"column": "text_hash"}, "unique"),
+        between("run_metrics", "filtered_share", 0, max_filtered_share),
+    ]
+    if min_language_match_rate is not None:
+        out.append(between("run_metrics", "language_match_rate", min_language_match_rate, None))
+    if check_canaries:
+        out.append(between("run_metrics", "canaries_missed", 0, 0, "0 (all caught)"))
+    if max_opening_share is not None:
+        out.append(between("run_metrics", "max_opening_share", 0, max_opening_share))
+    return out
+
+
+THRESHOLDS = suite()
+
+
+def run_quality_gate(documents: pd.DataFrame, run_metrics: dict, checks: list[Check], workdir, suite_name: str) -> QualityReport:
+    return validate({"documents": documents, "run_metrics": pd.DataFrame([dict(run_metrics)])}, checks, workdir, suite_name)
 METRICS = {"generated": 5, "documents": 4, "filtered_share": 0.2}
 
 
@@ -135,9 +160,7 @@ def test_two_workdirs_in_one_process_and_rerun(tmp_path):
 
 def test_optional_run_metric_expectations(tmp_path):
     """Opening concentration, canaries and language match are checked only when the spec asks."""
-    from dataclasses import replace
-
-    thresholds = replace(THRESHOLDS, max_opening_share=0.25, check_canaries=True, min_language_match_rate=0.9)
+    thresholds = suite(max_opening_share=0.25, check_canaries=True, min_language_match_rate=0.9)
     metrics = {**METRICS, "max_opening_share": 0.5, "canaries_missed": 2, "language_match_rate": 0.6}
     report = run_quality_gate(make_docs(), metrics, thresholds, tmp_path / "gx", "optional")
     failed = {f["column"]: f for f in report.failures()}

@@ -8,7 +8,8 @@ dataframes cannot share one); both runs share a run id and update the same Data 
 A failed gate does not raise here: the caller checks :attr:`QualityReport.passed` and raises
 :class:`GateFailed` itself.
 
-GX and pandas are imported inside :func:`run_quality_gate` so this module stays cheap to import.
+GX and pandas are imported inside :func:`validate` so this module stays cheap to import. The release
+suite itself is built from the spec by ``quality.release.release_checks``.
 """
 
 from __future__ import annotations
@@ -46,38 +47,6 @@ def between(batch: str, column: str, lo: float | None, hi: float | None, label: 
     if label is None:
         label = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (f">= {lo:g}" if lo is not None else f"<= {hi:g}")
     return Check(batch, "expect_column_values_to_be_between", kwargs, label)
-
-
-@dataclass(frozen=True)
-class GateThresholds:
-    """The small fixed suite (documents and run metrics in one call); specs build a fuller one in
-    ``gate_stage.release_checks``."""
-
-    min_documents: int
-    max_filtered_share: float
-    min_words: int
-    max_words: int
-    max_opening_share: float | None = None  # None: not checked
-    check_canaries: bool = False  # every planted contamination canary must have been caught
-    min_language_match_rate: float | None = None  # None: not checked
-    extra: tuple = ()  # user expectations: (batch, GX expectation name, kwargs) from the spec
-
-    def checks(self) -> list[Check]:
-        out = [
-            Check("documents", "expect_table_row_count_to_be_between", {"min_value": self.min_documents}, f">= {self.min_documents}"),
-            Check("documents", "expect_column_values_to_not_be_null", {"column": "text"}, "not null"),
-            between("documents", "n_words", self.min_words, self.max_words),
-            Check("documents", "expect_column_values_to_be_unique", {"column": "text_hash"}, "unique"),
-            between("run_metrics", "filtered_share", 0, self.max_filtered_share),
-        ]
-        if self.min_language_match_rate is not None:
-            out.append(between("run_metrics", "language_match_rate", self.min_language_match_rate, None))
-        if self.check_canaries:
-            out.append(between("run_metrics", "canaries_missed", 0, 0, "0 (all caught)"))
-        if self.max_opening_share is not None:
-            out.append(between("run_metrics", "max_opening_share", 0, self.max_opening_share))
-        out += [user_check(batch, name, kwargs) for batch, name, kwargs in self.extra]
-        return out
 
 
 def user_check(batch: str, name: str, kwargs: dict) -> Check:
@@ -179,16 +148,6 @@ def _key(type_: str, kwargs: dict) -> str:
         return str(v)
 
     return json.dumps([type_, {k: norm(v) for k, v in kwargs.items() if k != "batch_id"}], sort_keys=True)
-
-
-def run_quality_gate(
-    documents: pd.DataFrame, run_metrics: dict, thresholds: GateThresholds, workdir: Path, suite_name: str
-) -> QualityReport:
-    """Validate ``documents`` and ``run_metrics`` against ``thresholds``; never raises on a failed gate."""
-    import pandas as pd
-
-    return validate({"documents": documents, "run_metrics": pd.DataFrame([dict(run_metrics)])}, thresholds.checks(),
-                    workdir, suite_name)
 
 
 GX_RESULT_DIRS = ("gx/expectations", "gx/uncommitted/validations")

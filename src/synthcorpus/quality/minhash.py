@@ -34,7 +34,6 @@ words (empty after normalization) get no signature (``n_shingles == 0``) and are
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Iterator
 
