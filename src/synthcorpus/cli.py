@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     run_id = args.run_id or "cli__" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    run_pipeline(args.spec, run_id)
+    run_pipeline(args.spec, run_id, until="publish")  # the summary is printed here, not logged by its task
     print(run_summary(spec, run_id))
     return 0
 

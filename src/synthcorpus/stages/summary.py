@@ -5,16 +5,20 @@ Reads ``publish`` (through the run's lineage); writes nothing but its marker, wh
 
 from __future__ import annotations
 
+import logging
+
 from .contract import RunContext, StageResult
 
 NAME = "summary"
 READS = ("publish",)
 MAPPED = False
 
+log = logging.getLogger(__name__)
+
 
 def run(run: RunContext, shard: int | None = None) -> StageResult:
     from ..summary import run_summary
 
     text = run_summary(run.spec, run.run_id)
-    print(text)
+    log.info("summary of run %s\n%s", run.run_id, text)
     return StageResult(NAME, {}, {"text": text})
