@@ -1,6 +1,6 @@
 """Generation pods: the ``KubernetesPodOperator`` arguments for one plan shard (``generation.runner: kubernetes``).
 
-Every pod runs the same function as the in-process task (``synthcorpus.stages.generate.run_unit``)::
+Every pod runs ``synthcorpus.stages.generate.run_unit``: the same ``produce`` and marker as the in-process task::
 
     python -m synthcorpus.worker generate --input <plan shard> --output <shard> --parts <checkpoints> \
         --marker <commit marker> --shard <index>
