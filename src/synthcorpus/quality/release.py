@@ -10,8 +10,8 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import storage
-from .diversity import opening, opening_report_from_counts
 from ..spec import BALANCE_DIMENSIONS, WORD_QUANTILES
+from .diversity import opening, opening_report_from_counts
 from .gate import Check, between, user_check
 
 if TYPE_CHECKING:

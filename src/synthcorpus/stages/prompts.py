@@ -18,8 +18,8 @@ MAPPED = False
 def run(run: RunContext, shard: int | None = None) -> StageResult:
     import pyarrow as pa
 
-    from ..quality.diversity import prompt_report
     from ..prompts import build_rows
+    from ..quality.diversity import prompt_report
 
     seeds = result(run, "seeds")["outputs"]
     topics = result(run, "topics")["outputs"]
