@@ -124,6 +124,23 @@ def test_passing_run_validates_each_shard_and_the_run_metrics(storage_uri):
     assert docs_line["observed"]["element_count"] == 18 and docs_line["success"]
 
 
+def test_report_links_resolve_when_the_storage_path_has_a_space(tmp_path, monkeypatch):
+    """Path.as_uri() percent-encodes a space; the report's links are relative and must still resolve."""
+    import re
+    from urllib.parse import unquote
+
+    uri = (tmp_path / "my storage").as_uri()
+    monkeypatch.setenv("SYNTHCORPUS_STORAGE_URI", uri)
+    run, _ = make_run(uri, [[doc(i) for i in range(4)], [doc(i) for i in range(4, 8)]])
+    gate(run, None)
+    html_uri = run.layout.output("quality_gate", "report_html")
+    links = re.findall(r'href="(data_docs/[^"]+)"', storage.read_bytes(html_uri).decode())
+    pages = [u for u in links if "/validations/" in u]
+    assert len(pages) == 3  # two shards and the run metrics
+    here = tmp_path / "my storage" / run.spec.name / "runs" / run.run_id / "quality_gate"
+    assert all((here / unquote(link)).is_file() for link in links), links
+
+
 def test_run_metrics_do_not_depend_on_sharding(storage_uri):
     docs = [doc(i, n_words=10 + i) for i in range(12)]
     one, u1 = make_run(storage_uri, [docs], run_id="one")

@@ -57,7 +57,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         # One Data Docs site for the run: every shard's documents validation and the run metrics.
         corpus = validate({"run_metrics": pd.DataFrame([metrics])}, [c for c in checks if c.batch == "run_metrics"],
                           Path(tmp), suite_name=suite_name(run), run_name="run_metrics", include=include)
-        docs_uri = _copy_data_docs(corpus, docs_dir)
+        docs_uri, docs_files = _copy_data_docs(corpus, docs_dir)
     expectations = merge_document_results(shard_results, [c for c in checks if c.batch == "documents"]) + corpus.expectations
     report = QualityReport(passed=corpus.passed and all(s["passed"] for s in shard_results), expectations=expectations,
                            validation={"run_metrics": corpus.validation,
@@ -77,9 +77,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
     storage.write_json(report_uri, summary)
-    pages = {u.split("/validations/", 1)[1].rsplit("/", 2)[0]: "data_docs/" + u[len(docs_dir) + 1:]
-             for u in storage.list_files(storage.join(docs_dir, "validations")) if u.endswith(".html")}
-    storage.write_text(html_uri, report_html(run.spec.name, run.run_id, summary, pages))
+    storage.write_text(html_uri, report_html(run.spec.name, run.run_id, summary, _validation_pages(docs_files)))
     log.info("quality gate %s\n%s", "PASSED" if report.passed else "FAILED", report.table())
     if not report.passed:
         # Quarantine: one place listing every run that failed its gate, with its report.
@@ -92,13 +90,28 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
                        {"passed": report.passed, "override": summary["override"], **metrics})
 
 
-def _copy_data_docs(report: Any, docs_uri: str) -> str | None:
+def _copy_data_docs(report: Any, docs_uri: str) -> tuple[str | None, list[str]]:
+    """Copy the rendered Data Docs site into the run; returns its index URI and the files copied
+    (relative to the site)."""
     if report.data_docs_dir is None:
-        return None
+        return None, []
+    copied = []
     for path in sorted(Path(report.data_docs_dir).rglob("*")):
         if path.is_file():
-            storage.write_bytes(storage.join(docs_uri, str(path.relative_to(report.data_docs_dir))), path.read_bytes())
-    return storage.join(docs_uri, "index.html")
+            rel = path.relative_to(report.data_docs_dir).as_posix()
+            storage.write_bytes(storage.join(docs_uri, rel), path.read_bytes())
+            copied.append(rel)
+    return storage.join(docs_uri, "index.html"), copied
+
+
+def _validation_pages(site_files: list[str]) -> dict[str, str]:
+    """Link text -> link (relative to report.html, which sits beside the site folder) of every
+    validation page of the Data Docs site. GX names them validations/<suite>/<run name>/<time>/<batch>.html."""
+    from ..layout import OUTPUTS
+
+    folder = OUTPUTS[NAME]["data_docs"]
+    return {"/".join(rel.split("/")[1:-2]): f"{folder}/{rel}" for rel in site_files
+            if rel.startswith("validations/") and rel.endswith(".html") and rel.count("/") >= 3}
 
 
 def write_diversity(run: RunContext, openings: Counter[str]) -> dict[str, Any]:
