@@ -106,6 +106,34 @@ def test_rerun_same_run_id_skips_committed_shards_and_new_run_moves_latest(spec_
     # Re-running the older run does not move latest back.
     run_all(spec_path, "r1", engine)
     assert storage.read_json(RunContext.create(spec, "x").layout.latest)["version"] == "r2"
+    # Nor does an attempt of r1 that stopped after its manifest (publish's marker not committed yet).
+    storage.delete(RunContext.create(spec, "r1").layout.marker("publish"))
+    assert run_all(spec_path, "r1", engine)["stats"]["latest_kept"] == "r2"
+    assert storage.read_json(RunContext.create(spec, "x").layout.latest)["version"] == "r2"
+
+
+def test_publish_resumed_after_its_manifest_switches_latest_unless_a_newer_version_holds_it(spec_path):
+    spec = load_spec(spec_path)
+    run_all(spec_path, "r1", FakeEngine())
+    r1 = RunContext.create(spec, "r1")
+    manifest_r1 = storage.read_json(r1.layout.manifest)
+    run_all(spec_path, "r2", FakeEngine())
+    r2 = RunContext.create(spec, "r2")
+    # r2 stopped between its manifest and latest.json: latest still points at the older r1.
+    manifest_r2 = storage.read_json(r2.layout.manifest)
+    assert manifest_r2["created_at"] >= manifest_r1["created_at"]
+    storage.write_json(r1.layout.manifest, {**manifest_r1, "created_at": "2000-01-01T00:00:00+00:00"})
+    storage.write_json(r1.layout.latest, {"version": "r1", "manifest": r1.layout.manifest, "uri": r1.layout.version_uri(),
+                                          "rows": manifest_r1["rows"]})
+    storage.delete(r2.layout.marker("publish"))
+    resumed = run_all(spec_path, "r2", FakeEngine())
+    assert "latest_kept" not in resumed["stats"]
+    assert storage.read_json(r2.layout.latest)["version"] == "r2"
+    # A run whose first attempt stopped before latest.json existed at all.
+    storage.delete(r2.layout.latest)
+    storage.delete(r2.layout.marker("publish"))
+    run_all(spec_path, "r2", FakeEngine())
+    assert storage.read_json(r2.layout.latest)["version"] == "r2"
 
 
 def test_partial_shard_without_marker_is_regenerated(spec_path):

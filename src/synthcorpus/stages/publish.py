@@ -39,14 +39,16 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         raise PublishError(f"{report_uri}: expected a quality gate report; run the gate before publishing")
     gate = storage.read_json(gate_marker["outputs"]["report"])
     manifest_uri = layout.manifest
-    if storage.exists(manifest_uri):  # written by an earlier attempt
+    if storage.exists(manifest_uri):  # an earlier attempt stopped after the manifest, before its marker
         manifest = storage.read_json(manifest_uri)
         log.info("version %s is published already: not rewriting it", run.version)
-        if storage.exists(layout.latest):
-            # Re-running an old run must not move `latest` back from a newer version.
+        newer = _newer_latest(layout.latest, manifest)
+        if newer is not None:
+            # `latest` moved on to a version published after this one: it must not move back.
+            log.info("latest -> %s, published after %s: left as it is", newer, run.version)
             return StageResult(NAME, {"version": layout.version_uri(), "manifest": manifest_uri, "latest": layout.latest},
                                {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version,
-                                "skipped": True})
+                                "latest_kept": newer})
     else:
         # Exactly the documents the gate validated, streamed batch by batch into files of rows_per_file.
         rows = {u: storage.parquet_rows(u) for u in gate["documents"]}
@@ -92,3 +94,15 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     log.info("published %s rows as %s; latest -> %s", manifest["rows"], layout.version_uri(), run.version)
     return StageResult(NAME, {"version": layout.version_uri(), "manifest": manifest_uri, "latest": layout.latest},
                        {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version})
+
+
+def _newer_latest(latest_uri: str, manifest: dict) -> str | None:
+    """The version ``latest`` points at if it was published after (or in the same second as) the version of
+    ``manifest``, else None."""
+    if not storage.exists(latest_uri):
+        return None
+    pointer = storage.read_json(latest_uri)
+    if pointer["version"] == manifest["version"]:
+        return None
+    current = storage.read_json(pointer["manifest"])
+    return pointer["version"] if current["created_at"] >= manifest["created_at"] else None  # a tie: keep it
