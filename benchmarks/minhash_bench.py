@@ -72,14 +72,15 @@ def _child(n: int, tmp: str) -> None:
 
     from synthcorpus import storage
     from synthcorpus.quality.minhash import MinHashParams, find_clusters, write_signatures
+    from synthcorpus.layout import RunLayout
 
     texts, planted = synthetic_docs(n)
     ids = [f"doc-{i:07d}" for i in range(n)]
-    base = Path(tmp).as_uri()
+    layout = RunLayout(Path(tmp).as_uri(), "bench", "minhash")
     per = -(-n // SHARDS)
     shard_uris = []
     for k in range(SHARDS):
-        uri = f"{base}/filter/shard-{k:05d}.parquet"
+        uri = layout.shard("dedup", k)
         storage.write_parquet(uri, pa.table({"prompt_id": ids[k * per : (k + 1) * per], "text": texts[k * per : (k + 1) * per]}))
         shard_uris.append(uri)
     with open(os.path.join(tmp, "docs.jsonl"), "w") as fh:
@@ -89,7 +90,7 @@ def _child(n: int, tmp: str) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     base_rss = _rss_mb("VmRSS")
     params = MinHashParams()
-    sig_uris = [f"{base}/signatures/shard-{k:05d}.parquet" for k in range(SHARDS)]
+    sig_uris = [layout.shard("minhash_signatures", k) for k in range(SHARDS)]
     t0 = time.perf_counter()
     for k, (uri, sig_uri) in enumerate(zip(shard_uris, sig_uris)):
         write_signatures(uri, sig_uri, k, params)

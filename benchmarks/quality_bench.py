@@ -59,7 +59,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 from minhash_bench import _rss_mb  # benchmarks/ is on sys.path for every entry point
 
@@ -469,20 +469,8 @@ def _gate_frame(rows: int):
     })
 
 
-# The same five checks on both sides: the bounds, then the GX suite built from them.
+# The same five checks on both sides: these bounds, in plain pandas and as the GX adapter test's suite.
 GATE_BOUNDS = {"min_documents": 1000, "max_filtered_share": 0.5, "min_words": 50, "max_words": 5000}
-
-
-def _gx_suite(t: Any) -> list:
-    from synthcorpus.quality.gate import Check, between
-
-    return [
-        Check("documents", "expect_table_row_count_to_be_between", {"min_value": t.min_documents}, f">= {t.min_documents}"),
-        Check("documents", "expect_column_values_to_not_be_null", {"column": "text"}, "not null"),
-        between("documents", "n_words", t.min_words, t.max_words),
-        Check("documents", "expect_column_values_to_be_unique", {"column": "text_hash"}, "unique"),
-        between("run_metrics", "filtered_share", 0, t.max_filtered_share),
-    ]
 
 
 def _pandas_checks(docs, run_metrics: dict, t) -> dict:
@@ -507,8 +495,10 @@ def _child_gate(rows: int, tmp: str) -> dict:
 
     docs = _gate_frame(rows)
     run_metrics = {"generated": rows + 1000, "documents": rows, "filtered_share": 1000 / (rows + 1000)}
+    from tests.integration.test_gate import suite as gx_suite
+
     t = SimpleNamespace(**GATE_BOUNDS)
-    suite = _gx_suite(t)
+    suite = gx_suite(**GATE_BOUNDS)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     t0 = time.perf_counter()
     import great_expectations  # noqa: F401

@@ -14,7 +14,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from synthcorpus.layout import shard_name
+from synthcorpus.layout import shard_name, shard_name_template
 from synthcorpus.spec import CorpusSpec, discover
 from synthcorpus.stages import SHARDS_FROM, TABLE
 
@@ -114,7 +114,7 @@ def _kubernetes_generate(spec: CorpusSpec, spec_path: str, shards):
     # Pods return no XCom; each output shard and its stats are committed to storage (the same marker).
     return KubernetesPodOperator.partial(
         task_id="generate",
-        map_index_template="shard-{{ task.labels['synthcorpus.io/shard'] }}",
+        map_index_template=shard_name_template("task.labels['synthcorpus.io/shard']"),
         **pod_static_kwargs(spec),
     ).expand_kwargs(pod_kwargs(shards))
 

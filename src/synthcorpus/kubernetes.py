@@ -19,8 +19,8 @@ The arguments come in two parts, so a DAG can map one operator over the shards:
 :func:`pod_operator_kwargs` merges both for one unmapped operator. Nothing here talks to a cluster;
 ``in_cluster``, ``config_file`` and ``kubernetes_conn_id`` are left to the deployment.
 
-Light at import time (``re`` only): ``kubernetes.client`` is imported inside the functions that need it,
-so :func:`kubernetes_problems` can back a spec validator without slowing DAG parsing.
+Light at import time: ``kubernetes.client`` is imported inside the functions that need it. The name and
+quantity checks the spec validates with live in ``synthcorpus.spec.kubernetes``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from .spec.kubernetes import _TOLERATION_KEYS, is_label_key, is_label_value, is_quantity, kubernetes_problems  # noqa: F401
+from .layout import shard_name
+from .spec.kubernetes import _TOLERATION_KEYS, is_label_value, kubernetes_problems
+from .spec.vocabulary import STORAGE_ENV
 
 if TYPE_CHECKING:
     from .spec import CorpusSpec, KubernetesSpec
@@ -40,7 +42,6 @@ MODELS_MOUNT = "/models"
 HF_HOME = "/models/hf"
 RUN_AS_USER = 1000
 WORKER_COMMAND = ["python", "-m", "synthcorpus.worker"]
-STORAGE_ENV = "SYNTHCORPUS_STORAGE_URI"  # same name as spec.STORAGE_ENV; kept literal to stay import-free
 
 LABEL_PREFIX = "synthcorpus.io"
 POD_NAME_BASE_MAX = 54  # the operator appends "-" + 8 random characters and caps names at 63
@@ -73,7 +74,7 @@ def label_value(text: str) -> str:
 
 def pod_name(corpus: str, index: int) -> str:
     """``synthcorpus-<corpus>-shard-00007``: a DNS-1123 name short enough for the operator's suffix."""
-    tail = f"-shard-{index:05d}"
+    tail = f"-{shard_name(index)}"
     room = POD_NAME_BASE_MAX - len("synthcorpus-") - len(tail)
     slug = re.sub(r"[^a-z0-9-]+", "-", corpus.lower())[:room].strip("-")
     return f"synthcorpus-{slug}{tail}" if slug else f"synthcorpus{tail}"

@@ -56,6 +56,12 @@ def shard_name(index: int) -> str:
     return f"{SHARD_PREFIX}{int(index):05d}"
 
 
+def shard_name_template(index_expression: str) -> str:
+    """A Jinja template rendering :func:`shard_name` of an index known only at run time (e.g. a mapped
+    operator's ``map_index_template`` reading the index from a pod label)."""
+    return "{{ '" + SHARD_PREFIX + "%05d' | format((" + index_expression + ") | int) }}"
+
+
 def data_file(index: int, total: int) -> str:
     """A published data file, relative to its version (the HF ``data_files`` pattern ``data/train-*.parquet``)."""
     return f"data/train-{index:05d}-of-{total:05d}.parquet"

@@ -34,7 +34,7 @@ def suite(min_documents: int = 3, max_filtered_share: float = 0.5, min_words: in
 THRESHOLDS = suite()
 
 
-def run_quality_gate(documents: pd.DataFrame, run_metrics: dict, checks: list[Check], workdir, suite_name: str) -> QualityReport:
+def validate_gate(documents: pd.DataFrame, run_metrics: dict, checks: list[Check], workdir, suite_name: str) -> QualityReport:
     return validate({"documents": documents, "run_metrics": pd.DataFrame([dict(run_metrics)])}, checks, workdir, suite_name)
 METRICS = {"generated": 5, "documents": 4, "filtered_share": 0.2}
 
@@ -49,7 +49,7 @@ def make_docs(n: int = 4, n_words: int = 8) -> pd.DataFrame:
 
 
 def gate(tmp_path, documents, metrics=METRICS, name="corpus_gate") -> QualityReport:
-    return run_quality_gate(documents, metrics, THRESHOLDS, tmp_path / "gx_work", name)
+    return validate_gate(documents, metrics, THRESHOLDS, tmp_path / "gx_work", name)
 
 
 def failure(report: QualityReport, expectation: str, column: str | None = None) -> dict:
@@ -148,9 +148,9 @@ def test_empty_documents(tmp_path, empty):
 
 
 def test_two_workdirs_in_one_process_and_rerun(tmp_path):
-    first = run_quality_gate(make_docs(), METRICS, THRESHOLDS, tmp_path / "a", "same_name")
-    second = run_quality_gate(make_docs(n=1), METRICS, THRESHOLDS, tmp_path / "b", "same_name")
-    again = run_quality_gate(make_docs(), METRICS, THRESHOLDS, tmp_path / "a", "same_name")  # reused workdir
+    first = validate_gate(make_docs(), METRICS, THRESHOLDS, tmp_path / "a", "same_name")
+    second = validate_gate(make_docs(n=1), METRICS, THRESHOLDS, tmp_path / "b", "same_name")
+    again = validate_gate(make_docs(), METRICS, THRESHOLDS, tmp_path / "a", "same_name")  # reused workdir
     assert first.passed and not second.passed and again.passed
     assert first.data_docs_dir != second.data_docs_dir
     assert first.data_docs_dir.is_relative_to(tmp_path / "a") and second.data_docs_dir.is_relative_to(tmp_path / "b")
@@ -162,12 +162,12 @@ def test_optional_run_metric_expectations(tmp_path):
     """Opening concentration, canaries and language match are checked only when the spec asks."""
     thresholds = suite(max_opening_share=0.25, check_canaries=True, min_language_match_rate=0.9)
     metrics = {**METRICS, "max_opening_share": 0.5, "canaries_missed": 2, "language_match_rate": 0.6}
-    report = run_quality_gate(make_docs(), metrics, thresholds, tmp_path / "gx", "optional")
+    report = validate_gate(make_docs(), metrics, thresholds, tmp_path / "gx", "optional")
     failed = {f["column"]: f for f in report.failures()}
     assert set(failed) == {"max_opening_share", "canaries_missed", "language_match_rate"}
     assert failed["language_match_rate"]["observed"] == 0.6 and failed["language_match_rate"]["expected"] == ">= 0.9"
     assert failed["canaries_missed"]["observed"] == 2
-    ok = run_quality_gate(make_docs(), {**METRICS, "max_opening_share": 0.1, "canaries_missed": 0,
+    ok = validate_gate(make_docs(), {**METRICS, "max_opening_share": 0.1, "canaries_missed": 0,
                                         "language_match_rate": 1.0}, thresholds, tmp_path / "gx2", "optional2")
     assert ok.passed and len(ok.expectations) == 8
 

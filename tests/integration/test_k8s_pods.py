@@ -20,7 +20,6 @@ from kubernetes.client import ApiClient  # noqa: E402
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator  # noqa: E402
 from synthcorpus.kubernetes import (  # noqa: E402
-    is_quantity,
     label_value,
     pod_name,
     pod_operator_kwargs,
@@ -28,6 +27,7 @@ from synthcorpus.kubernetes import (  # noqa: E402
     pod_static_kwargs,
 )
 from synthcorpus.layout import RunLayout  # noqa: E402
+from synthcorpus.spec.kubernetes import is_quantity  # noqa: E402
 from synthcorpus.spec import parse_spec  # noqa: E402
 from synthcorpus.stages.generate import work_unit  # noqa: E402
 from tests.conftest import tiny_spec_dict  # noqa: E402

@@ -198,7 +198,7 @@ def test_each_run_metric_family_fails_the_gate_and_publishes_nothing(storage_uri
     assert storage.exists(run.layout.quarantine)
     with pytest.raises(PublishError):
         publish.run(run)
-    assert not storage.exists(run.layout.latest) and not storage.exists(run.layout.version_uri("manifest.json"))
+    assert not storage.exists(run.layout.latest) and not storage.exists(run.layout.manifest)
 
 
 def test_a_bad_shard_is_named_in_the_failure(storage_uri):

@@ -179,7 +179,7 @@ def test_empty_shard_and_short_documents(storage_uri):
     assert find_clusters([], params) == []
 
 
-def test_signature_shard_is_idempotent_and_stage_writes_clusters(storage_uri, corpus):
+def test_minhash_signatures_shard_is_idempotent_and_near_dedup_writes_clusters(storage_uri, corpus):
     texts, ids, planted = corpus
     run = _run(storage_uri, "r")
     uri = _write_shards(run, texts, ids, 1)[0]

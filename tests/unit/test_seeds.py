@@ -380,7 +380,8 @@ def test_load_seeds_writes_unified_table(tmp_path, storage_uri):
     assert (src["web_samples"]["rows_read"], src["web_samples"]["kept"]) == (31, 20)
     assert src["instructions"]["format"] == "parquet_dir" and len(src["instructions"]["sha256"]) == 64
     saved = storage.read_json(run.layout.marker("seeds"))
-    assert saved["outputs"]["seeds"] == result["outputs"]["seeds"] and saved["stats"]["by_kind"]["web"] == 20
+    assert saved["outputs"]["seeds"] == result["outputs"]["seeds"] == run.layout.output("seeds", "seeds")
+    assert saved["stats"]["by_kind"]["web"] == 20
 
 
 def test_load_seeds_is_reproducible_and_works_without_outline(tmp_path, storage_uri):

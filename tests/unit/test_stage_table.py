@@ -11,7 +11,8 @@ from pathlib import Path
 from synthcorpus import storage
 from synthcorpus.layout import MARKER_SUFFIX, STAGE_MARKER
 from synthcorpus.stages import SHARDS_FROM, STAGES, TABLE
-from synthcorpus.stages.contract import RunContext, results
+from synthcorpus.stages import contract
+from synthcorpus.stages.contract import RunContext, execute, results
 from synthcorpus.stages.runner import run_pipeline
 from synthcorpus.spec import load_spec
 from tests.conftest import ROOT, tiny_spec_dict, write_spec
@@ -55,8 +56,8 @@ def test_a_run_has_one_folder_per_stage_and_one_marker_per_stage_or_shard(tmp_pa
     run = RunContext.create(load_spec(spec_path), "r1")
     root = Path(run.layout.run_uri.removeprefix("file://"))
     folders = {p.name for p in root.iterdir() if p.is_dir()}
-    # summary writes nothing but its marker; every other folder is a stage's.
-    assert folders <= set(STAGES) and set(STAGES) - folders <= {"summary"} | folders
+    # One folder per stage and no other (summary's holds nothing but its marker).
+    assert folders == set(STAGES)
     n_shards = len(results(run, "plan_shards")[0]["shards"])
     assert n_shards == 3
     for stage in TABLE:
@@ -64,11 +65,43 @@ def test_a_run_has_one_folder_per_stage_and_one_marker_per_stage_or_shard(tmp_pa
         assert len(markers) == (n_shards if stage.mapped else 1), stage.name
         assert all(m["stage"] == stage.name for m in markers)
         assert [m["shard"] for m in markers] == (list(range(n_shards)) if stage.mapped else [None])
-        assert storage.exists(run.layout.marker(stage.name, 0 if stage.mapped else None))
     # No checkpoint parts survive a committed shard.
     assert not list(root.glob("generate/*.parts"))
     names = {p.name for p in root.rglob(f"*{MARKER_SUFFIX}")}
     assert STAGE_MARKER in names and "shard-00000" + MARKER_SUFFIX in names
+
+
+def test_stages_read_only_the_markers_of_the_stages_they_declare(tmp_path, storage_uri, monkeypatch):
+    spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=6)))
+    layout = RunContext.create(load_spec(spec_path), "r1").layout
+    running: list[str] = []
+    reads: set[tuple[str, str]] = set()
+    read_marker = contract.read_marker
+
+    def spy(uri):
+        owner = next(s for s in STAGES if uri.startswith(layout.stage_dir(s) + "/"))
+        if running and owner != running[-1]:
+            reads.add((running[-1], owner))
+        return read_marker(uri)
+
+    monkeypatch.setattr(contract, "read_marker", spy)
+    for stage in TABLE:
+        def run(run, shard, _run=stage.module.run, _name=stage.name):
+            running.append(_name)
+            try:
+                return _run(run, shard)
+            finally:
+                running.pop()
+        monkeypatch.setattr(stage.module, "run", run)
+    run_pipeline(spec_path, "r1", engine=FakeEngine())
+    # generate reads its work unit (plan_shards data) by layout, not through a marker.
+    assert {stage for stage, _ in reads} >= {"topics", "prompts", "plan_shards", "filter_shard", "dedup",
+                                            "near_dedup", "decontaminate", "quality_gate", "publish"}
+    for stage, read in sorted(reads):
+        if read == SHARDS_FROM:  # the run's shard list (contract.shards): any stage after the plan may read it
+            assert SHARDS_FROM in _ancestors(stage), stage
+            continue
+        assert read in STAGES[stage].reads, f"{stage} reads {read}'s marker but does not declare it"
 
 
 def test_rerunning_a_committed_run_is_a_no_op(tmp_path, storage_uri):
@@ -86,7 +119,7 @@ def test_rerunning_a_committed_run_is_a_no_op(tmp_path, storage_uri):
 
 
 # Storage path pieces that only the run layout may spell (checked in string literals, docstrings aside).
-PATH_LITERALS = re.compile(r"^(shard-|part-|removed[-/.]|_stage\.)|^(latest|manifest|lineage|spec)\.json$|\.commit\.json$"
+PATH_LITERALS = re.compile(r"(^|[-/])(shard|part)-|^(removed[-/.]|_stage\.)|^(latest|manifest|lineage|spec)\.json$|\.commit\.json$"
                            r"|^/?(runs|versions|quarantine|plan|filter|decontam)/?$")
 
 
@@ -101,7 +134,7 @@ def _literals(tree: ast.AST):
 
 def test_no_module_but_the_layout_spells_a_storage_path():
     offenders = []
-    for path in sorted((ROOT / "src" / "synthcorpus").rglob("*.py")):
+    for path in sorted([*(ROOT / "src" / "synthcorpus").rglob("*.py"), *(ROOT / "dags").glob("*.py")]):
         if path.name == "layout.py":
             continue
         for node in _literals(ast.parse(path.read_text())):
@@ -116,3 +149,16 @@ def test_the_architecture_map_lists_every_stage_in_table_order():
     for (_, name, mapped, after), stage in zip(rows, TABLE):
         assert bool(mapped) == stage.mapped, name
         assert [a.strip() for a in after.split(",") if a.strip() not in ("", "—")] == list(stage.upstream), name
+
+
+def test_a_marker_whose_outputs_are_gone_is_not_a_commit(tmp_path, storage_uri):
+    spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=6)))
+    engine = FakeEngine()
+    run_pipeline(spec_path, "r1", engine=engine, until="generate")
+    run = RunContext.create(load_spec(spec_path), "r1", engine=engine)
+    calls = len(engine.calls)
+    storage.delete(run.layout.shard("generate", 1))  # the shard's data lost, its marker kept
+    redone = execute(run, "generate", 1)
+    assert "skipped" not in redone and storage.exists(run.layout.shard("generate", 1))
+    assert len(engine.calls) == calls + redone["stats"]["rows"]
+    assert execute(run, "generate", 1)["skipped"] and execute(run, "generate", 0)["skipped"]

@@ -123,7 +123,7 @@ def extract_topics(run, seeds_uri, engine=None):
     """The topics stage on a seeds table: the seeds marker committed as the seeds stage would have, then
     the stage run under the completion protocol with ``engine`` injected through the run context.
     Returns the topics marker."""
-    assert given(run, "seeds", {"seeds": seeds_uri})["outputs"]["seeds"] == seeds_uri
+    given(run, "seeds", {"seeds": seeds_uri})
     return execute(RunContext.create(run.spec, run.run_id, run.params, engine), "topics")
 
 
@@ -299,7 +299,8 @@ def test_outline_and_instructions_without_web_need_no_model(tmp_path, storage_ur
         "instruction", "instructions", "instruction", True, 4)
     assert Counter(a["topic_id"] for a in assigned) == {"o0": 1, "o1": 1, "o2": 1, "instructions": 4}
     assert result["stats"]["seeds_by_kind"] == {"instruction": 4, "outline": 3}
-    assert storage.read_json(run.layout.marker("topics"))["outputs"] == result["outputs"]
+    assert storage.read_json(run.layout.marker("topics"))["outputs"] == result["outputs"] == {
+        "topics": run.layout.output("topics", "topics"), "assignments": run.layout.output("topics", "assignments")}
 
 
 def test_every_seed_assigned_exactly_once(tmp_path, storage_uri):

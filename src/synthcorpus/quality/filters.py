@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from ..spec.vocabulary import HEURISTIC_REASONS, REASONS  # noqa: F401  (the reason names live with the spec)
+from ..text import normalize
 
 if TYPE_CHECKING:
     from ..spec import HeuristicsSpec, QualitySpec
@@ -85,9 +87,6 @@ DEFAULT_REFUSAL_PHRASES: dict[str, tuple[str, ...]] = {
     ),
 }
 OPENING_CHARS = 200
-
-from ..spec.vocabulary import HEURISTIC_REASONS, REASONS  # noqa: F401  (the names, shared with the spec)
-from ..text import normalize  # noqa: F401  (quality.filters.normalize: the exact-dedup form)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)  # a \w character that is not a digit or underscore: a letter

@@ -3,7 +3,9 @@
 Every stage is a module in this package named like its DAG task and its storage folder, with
 
     NAME: str                      the task id = module name = storage folder
-    READS: tuple[str, ...]         the stages whose outputs it reads (through the run layout)
+    READS: tuple[str, ...]         the stages whose outputs it reads (through the run layout); the run's
+                                   shard list (:func:`shards`, from ``plan_shards``) is open to every
+                                   stage after the plan
     MAPPED: bool                   one task per shard of the plan, or one task per run
     def run(run: RunContext, shard: int | None) -> StageResult
 
@@ -56,7 +58,7 @@ class RunContext:
 
     @property
     def layout(self) -> RunLayout:
-        return RunLayout(self.spec.storage_uri(), self.spec.name, self.run_id)
+        return RunLayout.of(self.spec, self.run_id)
 
     @property
     def version(self) -> str:
@@ -92,13 +94,16 @@ def read_marker(uri: str) -> dict[str, Any] | None:
 
 
 def commit_once(marker_uri: str, produce: Callable[[], StageResult]) -> dict[str, Any]:
-    """The completion protocol: return the committed marker if there is one; else produce the
-    result, commit its marker (last: until then the stage or shard does not exist), then delete its
-    temporary files."""
+    """The completion protocol: return the committed marker if there is one (and the outputs it names
+    exist); else produce the result, commit its marker (last: until then the stage or shard does not
+    exist), then delete its temporary files."""
     done = read_marker(marker_uri)
     if done is not None:
-        log.info("%s is committed already: skipping", marker_uri)
-        return {**done, "skipped": True}
+        missing = missing_outputs(done)
+        if not missing:
+            log.info("%s is committed already: skipping", marker_uri)
+            return {**done, "skipped": True}
+        log.warning("%s is committed but its outputs are gone (%s): running it again", marker_uri, ", ".join(missing[:3]))
     result = produce()
     marker = {**result.to_dict(), "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     storage.write_json(marker_uri, marker)
@@ -107,6 +112,17 @@ def commit_once(marker_uri: str, produce: Callable[[], StageResult]) -> dict[str
     log.info("committed: %s %s", result.stage if result.shard is None else f"{result.stage}[{result.shard}]",
              _short(result.stats))
     return marker
+
+
+def missing_outputs(marker: dict[str, Any]) -> list[str]:
+    """The output URIs a marker names that do not exist (a marker without its data is not a commit)."""
+    uris: list[str] = []
+    for value in marker.get("outputs", {}).values():
+        if isinstance(value, str):
+            uris.append(value)
+        elif isinstance(value, list):
+            uris.extend(v for v in value if isinstance(v, str))
+    return [u for u in uris if not storage.exists(u)]
 
 
 def _short(stats: dict[str, Any]) -> str:

@@ -14,10 +14,11 @@ import datetime as dt
 import logging
 
 from .. import storage
-from .contract import RunContext, StageResult, read_marker
+from .contract import RunContext, StageResult, result
 
 NAME = "publish"
-READS = ("quality_gate",)
+# The gate's report names the documents; the other stages' results go into lineage.json.
+READS = ("quality_gate", "seeds", "topics", "prompts", "generate", "filter_shard", "dedup", "near_dedup", "decontaminate")
 MAPPED = False
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     from .quality_gate import write_run_lineage
 
     layout = run.layout
-    gate_marker = read_marker(layout.marker("quality_gate"))
-    if gate_marker is None:
+    gate_marker = result(run, "quality_gate", required=False)
+    if not gate_marker:
         report_uri = layout.output("quality_gate", "report")
         if storage.exists(report_uri):
             raise PublishError(f"{report_uri}: the quality gate failed; nothing is published")

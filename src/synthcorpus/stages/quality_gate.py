@@ -24,7 +24,8 @@ from .. import storage
 from .contract import RunContext, StageResult, execute, result, results, shards, stats
 
 NAME = "quality_gate"
-READS = ("validate_shard", "filter_shard", "dedup", "near_dedup", "decontaminate", "prompts")
+# The run metrics' inputs, and (for lineage.json of a failed run) every stage before the gate.
+READS = ("validate_shard", "filter_shard", "dedup", "near_dedup", "decontaminate", "prompts", "seeds", "topics", "generate")
 MAPPED = False
 
 log = logging.getLogger(__name__)

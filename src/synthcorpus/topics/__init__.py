@@ -32,27 +32,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import storage
 from ..engines import Engine, SamplingParams, load_engine
-from .clustering import Clustering, candidate_ks, choose_k, cluster  # noqa: F401
-from .embedding import (  # noqa: F401
-    CHUNK_ROWS,
-    EMBED_DIM,
-    EMBED_MODULE,
-    EMBED_PACKAGE,
-    EmbeddingStore,
-    embed_texts,
-    embedding_model_dir,
-    load_embedder,
-    release_free_memory,
-)
+# The steps, and the names the tests and benchmarks use from them.
+from .clustering import candidate_ks, cluster  # noqa: F401
+from .embedding import EMBED_DIM, EMBED_PACKAGE, EmbeddingStore, embed_texts, embedding_model_dir, load_embedder  # noqa: F401
 from .errors import TopicError
-from .keywords import KEYWORDS, TOKEN_PATTERN, ctfidf_keywords  # noqa: F401
+from .keywords import KEYWORDS, ctfidf_keywords
 from .labelling import (  # noqa: F401
-    EXTRACT_WORDS,
     LABEL_SAMPLING,
-    LABEL_TEMPLATE,
-    MAX_LABEL_WORDS,
-    LabelOutcome,
-    attempt_seed,
     decide,
     denied,
     label_cluster,
