@@ -20,13 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import storage
 from .layout import part, part_number
 from .engines import Completion, Engine, EngineError, Request, SamplingParams, load_engine
+
+if TYPE_CHECKING:
+    from .spec import GenerationSpec
 
 log = logging.getLogger(__name__)
 META_KEY = b"synthcorpus.generation"
@@ -54,6 +58,22 @@ class Progress:
                 "%s: %d/%d rows, %.2f rows/s, %.1f tok/s, ETA %.0fs",
                 self.label, self.done, self.total, rate, self.tokens / elapsed, eta,
             )
+
+
+def rows_per_shard(prompts: int, gen: GenerationSpec) -> int:
+    """Prompts per plan shard: ``shard_size``, or ``target_tokens_per_shard`` / ``max_tokens``; more when
+    ``max_shards`` caps the number of shards."""
+    rows = gen.shard_size if gen.target_tokens_per_shard is None else max(1, gen.target_tokens_per_shard // gen.max_tokens)
+    if gen.max_shards is not None and math.ceil(prompts / rows) > gen.max_shards:
+        rows = math.ceil(prompts / gen.max_shards)
+    return rows
+
+
+def expected_load_share(rows: int, gen: GenerationSpec) -> tuple[float, float]:
+    """(expected generation seconds of a shard, model load's share of its time). An upper bound on the
+    generation time: every row runs to max_tokens; real runs stop earlier, so the true share is higher."""
+    gen_s = rows * gen.max_tokens / gen.expected_tokens_per_s
+    return gen_s, (gen.expected_load_s / (gen.expected_load_s + gen_s) if gen_s else 1.0)
 
 
 def _attempt_seed(seed: int, attempt: int) -> int:

@@ -3,7 +3,7 @@
 Reads every ``filter_shard`` shard; writes ``dedup/shard-N.parquet`` (one per shard, same indexes) and
 the dropped rows to ``dedup/removed.parquet``. Streams shard by shard and holds only the hashes in
 memory; the first occurrence (in shard order, then row order) is kept, so the result does not depend
-on task timing.
+on task timing (``quality.dedup``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from ..quality.dedup import first_occurrences
+
     seen: set[str] = set()
     outputs, removed_total, kept_total = [], 0, 0
     removed_rows: list[dict[str, Any]] = []
     for index in shards(run):
         table = storage.read_parquet(result(run, "filter_shard", index)["outputs"]["documents"])
-        keep_mask = []
-        for h in table.column("text_hash").to_pylist() if table.num_rows else []:
-            keep_mask.append(h not in seen)
-            seen.add(h)
+        keep_mask = first_occurrences(table.column("text_hash").to_pylist() if table.num_rows else [], seen)
         if table.num_rows:
             mask = pa.array(keep_mask, pa.bool_())
             removed = table.filter(pc.invert(mask)).to_pylist()

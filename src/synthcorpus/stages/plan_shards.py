@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 
 from .. import storage
 from .contract import RunContext, StageResult, result
@@ -25,15 +24,13 @@ log = logging.getLogger(__name__)
 
 
 def run(run: RunContext, shard: int | None = None) -> StageResult:
-    from ..generation import META_KEY
+    from ..generation import META_KEY, expected_load_share, rows_per_shard
 
     spec = run.spec
     gen = spec.generation
     prompts = storage.read_parquet(result(run, "prompts")["outputs"]["prompts"])
     n = prompts.num_rows
-    rows = gen.shard_size if gen.target_tokens_per_shard is None else max(1, gen.target_tokens_per_shard // gen.max_tokens)
-    if gen.max_shards is not None and math.ceil(n / rows) > gen.max_shards:
-        rows = math.ceil(n / gen.max_shards)
+    rows = rows_per_shard(n, gen)
     config = {
         **spec.canonical()["generation"],
         "quality": spec.canonical()["quality"],
@@ -48,9 +45,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         unit = work_unit(run.layout, index)
         storage.write_parquet(unit["input"], part)
         units.append({**unit, "rows": part.num_rows})
-    # Upper bound: every row runs to max_tokens; real runs stop earlier, so the true load share is higher.
-    gen_s = rows * gen.max_tokens / gen.expected_tokens_per_s
-    load_share = gen.expected_load_s / (gen.expected_load_s + gen_s) if gen_s else 1.0
+    gen_s, load_share = expected_load_share(rows, gen)
     stats = {
         "shards": len(units),
         "prompts": n,
