@@ -40,16 +40,11 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         raise PublishError(f"{report_uri}: expected a quality gate report; run the gate before publishing")
     gate = storage.read_json(gate_marker["outputs"]["report"])
     manifest_uri = layout.manifest
+    newer = None
     if storage.exists(manifest_uri):  # an earlier attempt stopped after the manifest, before its marker
         manifest = storage.read_json(manifest_uri)
         log.info("version %s is published already: not rewriting it", run.version)
         newer = _newer_latest(layout.latest, manifest)
-        if newer is not None:
-            # `latest` moved on to a version published after this one: it must not move back.
-            log.info("latest -> %s, published after %s: left as it is", newer, run.version)
-            return StageResult(NAME, {"version": layout.version_uri(), "manifest": manifest_uri, "latest": layout.latest},
-                               {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version,
-                                "latest_kept": newer})
     else:
         # Exactly the documents the gate validated, streamed batch by batch into files of rows_per_file.
         rows = {u: storage.parquet_rows(u) for u in gate["documents"]}
@@ -90,11 +85,15 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         storage.write_text(layout.dataset_card, dataset_card(run.spec, manifest, lineage))
         storage.write_json(layout.version_lineage, lineage)
         storage.write_json(manifest_uri, manifest)  # the version exists from here on
-    pointer = {"version": run.version, "manifest": manifest_uri, "uri": layout.version_uri(), "rows": manifest["rows"]}
-    storage.write_json(layout.latest, pointer)
-    log.info("published %s rows as %s; latest -> %s", manifest["rows"], layout.version_uri(), run.version)
-    return StageResult(NAME, {"version": layout.version_uri(), "manifest": manifest_uri, "latest": layout.latest},
-                       {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version})
+    stats = {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version}
+    if newer is None:
+        pointer = {"version": run.version, "manifest": manifest_uri, "uri": layout.version_uri(), "rows": manifest["rows"]}
+        storage.write_json(layout.latest, pointer)
+        log.info("published %s rows as %s; latest -> %s", manifest["rows"], layout.version_uri(), run.version)
+    else:  # `latest` moved on to a version published after this one: it must not move back
+        stats["latest_kept"] = newer
+        log.info("latest -> %s, published after %s: left as it is", newer, run.version)
+    return StageResult(NAME, {"version": layout.version_uri(), "manifest": manifest_uri, "latest": layout.latest}, stats)
 
 
 def _newer_latest(latest_uri: str, manifest: dict) -> str | None:
