@@ -43,16 +43,17 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     documents = result(run, "decontaminate")["outputs"]["documents"]
     for index in shards(run):  # normally committed by the mapped validate_shard tasks already: then a no-op
         execute(run, "validate_shard", index)
-    markers = results(run, "validate_shard")
-    shard_results = [{**storage.read_json(m["outputs"]["result"]), "shard": shard_name(m["shard"]), **m["stats"]}
-                     for m in markers]
+    # One dict per shard: its result file (expectations, profile, gx_files), stats (rows, passed) and
+    # outputs (validation, source), its index and its name.
+    shard_results = [{**storage.read_json(m["outputs"]["result"]), **m["stats"], **m["outputs"], "index": m["shard"],
+                      "shard": shard_name(m["shard"])} for m in results(run, "validate_shard")]
     checks = release_checks(run.spec)
     stage_stats = {"filter_shard": [m["stats"] for m in results(run, "filter_shard")],
                    **{s: stats(run, s) for s in ("dedup", "near_dedup", "decontaminate")}}
     metrics, openings = run_metrics(run.spec, stage_stats, documents, [s["profile"] for s in shard_results])
     write_diversity(run, openings)
-    include = {rel: storage.read_bytes(layout.shard_dir("validate_shard", m["shard"], rel))
-               for m, s in zip(markers, shard_results) for rel in s["gx_files"]}
+    include = {rel: storage.read_bytes(layout.shard_dir("validate_shard", s["index"], rel))
+               for s in shard_results for rel in s["gx_files"]}
     docs_dir = layout.output(NAME, "data_docs")
     with tempfile.TemporaryDirectory(prefix="synthcorpus-gx-") as tmp:
         # One Data Docs site for the run: every shard's documents validation and the run metrics.
@@ -62,13 +63,12 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     expectations = merge_document_results(shard_results, [c for c in checks if c.batch == "documents"]) + corpus.expectations
     report = QualityReport(passed=corpus.passed and all(s["passed"] for s in shard_results), expectations=expectations,
                            validation={"run_metrics": corpus.validation,
-                                       "shards": {s["shard"]: m["outputs"]["validation"] for m, s in zip(markers, shard_results)}})
+                                       "shards": {s["shard"]: s["validation"] for s in shard_results}})
     validation_uri, report_uri, html_uri = (layout.output(NAME, n) for n in ("validation", "report", "report_html"))
     storage.write_json(validation_uri, report.validation)
     summary = {**report.to_dict(), "metrics": metrics, "data_docs": docs_uri,
                "validation_json": validation_uri, "report_html": html_uri,
-               "shards": [{"shard": s["shard"], "source": m["outputs"]["source"], "rows": s["rows"], "passed": s["passed"]}
-                          for m, s in zip(markers, shard_results)],
+               "shards": [{k: s[k] for k in ("shard", "source", "rows", "passed")} for s in shard_results],
                "documents": list(documents), "override": None}
     reason = (run.params.get("override_gate_reason") or "").strip()
     if not report.passed and reason:
