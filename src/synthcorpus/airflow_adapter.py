@@ -24,3 +24,18 @@ def get_connection(conn_id: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException, runtime errors, parse errors
         detail = "not defined" if type(exc).__name__ == "AirflowNotFoundException" else type(exc).__name__
         raise ConnectionError_(f"cannot read Airflow connection {conn_id!r} ({detail})") from None
+
+
+def max_map_length() -> int:
+    """Airflow's ``[core] max_map_length`` (the most map indexes a mapped task may have) inside an Airflow
+    task; Airflow's default elsewhere (the CLI, a pod, tests), where importing Airflow's configuration would
+    create an AIRFLOW_HOME and reconfigure logging. A plan is the same in and out of Airflow by default."""
+    import sys
+
+    from .spec.vocabulary import DEFAULT_MAX_MAP_LENGTH
+
+    if "airflow.configuration" not in sys.modules:
+        return DEFAULT_MAX_MAP_LENGTH
+    from airflow.configuration import conf
+
+    return conf.getint("core", "max_map_length", fallback=DEFAULT_MAX_MAP_LENGTH)

@@ -60,15 +60,6 @@ class Progress:
             )
 
 
-def rows_per_shard(prompts: int, gen: GenerationSpec) -> int:
-    """Prompts per plan shard: ``shard_size``, or ``target_tokens_per_shard`` / ``max_tokens``; more when
-    ``max_shards`` caps the number of shards."""
-    rows = gen.shard_size if gen.target_tokens_per_shard is None else max(1, gen.target_tokens_per_shard // gen.max_tokens)
-    if gen.max_shards is not None and math.ceil(prompts / rows) > gen.max_shards:
-        rows = math.ceil(prompts / gen.max_shards)
-    return rows
-
-
 def expected_load_share(rows: int, gen: GenerationSpec) -> tuple[float, float]:
     """(expected generation seconds of a shard, model load's share of its time). An upper bound on the
     generation time: every row runs to max_tokens; real runs stop earlier, so the true share is higher."""
@@ -200,6 +191,7 @@ def generate_shard(input_uri: str, output_uri: str, parts_uri: str, engine: Engi
     out = _exactly_once(combined, [r["prompt_id"] for r in rows], output_uri)
     wall = time.perf_counter() - started
     stats = shard_stats(out.to_pylist(), cfg, wall_s=wall, load_s=load_s, info=info)
+    stats["resumed_rows"] = len(finished_ids)  # rows an earlier, interrupted attempt had checkpointed
     storage.write_parquet(output_uri, out)
     log.info("%s written: %d rows (%d failed), %d completion tokens in %.1fs",
              output_uri, out.num_rows, stats["failed"], stats["completion_tokens"], wall)

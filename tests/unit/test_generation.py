@@ -142,3 +142,37 @@ def test_plan_sizes_shards_by_tokens_and_warns_about_load(storage_uri, caplog):
     given(capped_run, "prompts", {"prompts": prompts})
     result = plan_shards.run(capped_run, None)
     assert [s["rows"] for s in result.outputs["shards"]] == [5, 5]
+
+
+def test_plan_never_exceeds_max_map_length_shards_grow_instead(storage_uri, caplog, monkeypatch):
+    # 10 000 prompts in shards of 1 would be 10 000 map indexes: Airflow fails the upstream task beyond
+    # [core] max_map_length (1024 by default), so the plan grows the shards and says so.
+    spec = parse_spec(tiny_spec_dict(documents=10_000, **{"generation.shard_size": 1}))
+    run = RunContext.create(spec, "big")
+    prompts = run.layout.output("prompts", "prompts")
+    n = 10_000
+    storage.write_parquet(prompts, pa.table({"prompt_id": [f"p{i:05d}" for i in range(n)], "prompt": ["x"] * n}))
+    given(run, "prompts", {"prompts": prompts})
+    with caplog.at_level(logging.WARNING):
+        result = plan_shards.run(run, None)
+    shards = result.outputs["shards"]
+    assert result.stats["max_map_length"] == 1024
+    assert len(shards) == result.stats["shards"] == 1000 <= 1024
+    assert {s["rows"] for s in shards} == {10} and sum(s["rows"] for s in shards) == n
+    (warning,) = [w for w in result.stats["warnings"] if "max_map_length" in w]
+    assert warning == ("10000 prompts in shards of 1 would need 10000 shards, more than Airflow's [core] "
+                       "max_map_length (1024): shards grew to 10 prompts each")
+    assert warning in caplog.text
+    # A deployment with a lower limit gets fewer, larger shards.
+    monkeypatch.setattr("synthcorpus.airflow_adapter.max_map_length", lambda: 300)
+    smaller = plan_shards.run(RunContext.create(spec, "big"), None)
+    assert smaller.stats["shards"] == 295 and smaller.stats["rows_per_shard"] == 34
+
+
+def test_shard_sizing_caps_at_max_shards_and_the_map_limit():
+    gen = parse_spec(tiny_spec_dict(**{"generation.shard_size": 4})).generation
+    assert gen.rows_per_shard(100) == 4
+    assert gen.rows_per_shard(100, map_limit=10) == 10
+    assert gen.rows_per_shard(100, map_limit=None) == 4
+    capped = gen.model_copy(update={"max_shards": 5})
+    assert capped.rows_per_shard(100, map_limit=10) == 20 and capped.rows_per_shard(100, map_limit=2) == 50

@@ -22,13 +22,18 @@ from .quality import (
     UserExpectation,
 )
 from .seeds import SampleSource, SeedsSpec
+from .tasks import TasksSpec
 from .topics import DEFAULT_TOPIC_DENY, TopicsSpec
 from .vocabulary import (
     AUDIENCES,
     BALANCE_DIMENSIONS,
     BUNDLED_MODEL,
+    CPU_GENERATE_POOL,
+    CPU_THREADS_ENV,
+    DEFAULT_MAX_MAP_LENGTH,
     FORMATS,
     GATE_COLUMNS,
+    GPU_GENERATE_POOL,
     LANGUAGES,
     REASONS,
     STORAGE_ENV,
@@ -40,10 +45,11 @@ from .vocabulary import (
 )
 
 __all__ = [
-    "AUDIENCES", "BALANCE_DIMENSIONS", "BUNDLED_MODEL", "DEFAULT_TOPIC_DENY", "FORMATS", "GATE_COLUMNS", "LANGUAGES",
+    "AUDIENCES", "BALANCE_DIMENSIONS", "BUNDLED_MODEL", "CPU_GENERATE_POOL", "CPU_THREADS_ENV", "DEFAULT_MAX_MAP_LENGTH",
+    "DEFAULT_TOPIC_DENY", "FORMATS", "GATE_COLUMNS", "GPU_GENERATE_POOL", "LANGUAGES",
     "REASONS", "STORAGE_ENV", "WORD_QUANTILES", "Audience", "Bounds", "CorpusSpec", "DecontamReference",
     "DecontamSpec", "Format", "GenerationSpec", "HeuristicsSpec", "KubernetesSpec", "Language", "NearDedupSpec",
     "OpenAISpec", "PromptsSpec", "PublishSpec", "QualitySpec", "SampleSource", "SeedsSpec", "SpecError",
-    "SpecProblem", "StorageSpec", "TopicsSpec", "UserExpectation", "VLLMSpec", "discover", "gate_columns",
+    "SpecProblem", "StorageSpec", "TasksSpec", "TopicsSpec", "UserExpectation", "VLLMSpec", "discover", "gate_columns",
     "load_spec", "parse_spec",
 ]

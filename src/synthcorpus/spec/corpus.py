@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -16,8 +17,9 @@ from .generation import GenerationSpec
 from .prompts import PromptsSpec
 from .quality import QualitySpec
 from .seeds import SeedsSpec
+from .tasks import MIN_GENERATE_TIMEOUT_S, TasksSpec
 from .topics import TopicsSpec
-from .vocabulary import STORAGE_ENV
+from .vocabulary import CPU_GENERATE_POOL, STORAGE_ENV
 
 
 class StorageSpec(_Strict):
@@ -48,6 +50,7 @@ class CorpusSpec(_Strict):
     quality: QualitySpec = QualitySpec()
     storage: StorageSpec = StorageSpec()
     publish: PublishSpec = PublishSpec()
+    tasks: TasksSpec = TasksSpec()
 
     # Set by load_spec, not by the YAML.
     source_path: Path | None = Field(default=None, exclude=True)
@@ -76,6 +79,35 @@ class CorpusSpec(_Strict):
     @property
     def dag_id(self) -> str:
         return f"synthcorpus_{self.name}"
+
+    @property
+    def asset_name(self) -> str:
+        """The Airflow asset ``publish`` updates with each release (consumers schedule on it)."""
+        return f"synthcorpus_{self.name}"
+
+    @property
+    def asset_uri(self) -> str:
+        return f"synthcorpus://{self.name}/latest"
+
+    def timeout_s(self, stage: str) -> float:
+        """The Airflow ``execution_timeout`` of a stage's task (of one shard, for generate)."""
+        if stage != "generate":
+            return self.tasks.timeout_s
+        if self.tasks.generate_timeout_s is not None:
+            return self.tasks.generate_timeout_s
+        gen = self.generation
+        worst = gen.rows_per_shard(self.documents) * gen.max_tokens * gen.max_attempts / gen.expected_tokens_per_s
+        pod_start = gen.kubernetes.startup_timeout_s if gen.runner == "kubernetes" else 0  # waiting for a GPU node
+        return float(max(MIN_GENERATE_TIMEOUT_S, math.ceil(3 * worst + gen.expected_load_s)) + pod_start)
+
+    def pool(self, stage: str) -> str | None:
+        """The Airflow pool of a stage's task: generation's pool for generate, the CPU pool for topics when the
+        in-process llama.cpp engine labels clusters; None (the default pool) otherwise."""
+        if stage == "generate":
+            return self.generation.pool_name
+        if stage == "topics" and self.topics.labeler == "engine" and self.generation.engine == "llamacpp":
+            return CPU_GENERATE_POOL
+        return None
 
     def storage_uri(self) -> str:
         uri = os.environ.get(STORAGE_ENV) or self.storage.uri

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from .base import _Strict
-from .vocabulary import BUNDLED_MODEL
+from .vocabulary import BUNDLED_MODEL, DEFAULT_MAX_MAP_LENGTH, CPU_GENERATE_POOL, CPU_THREADS_ENV, GPU_GENERATE_POOL
 
 
 class OpenAISpec(_Strict):
@@ -61,7 +62,11 @@ class GenerationSpec(_Strict):
     repeat_penalty: float = Field(default=1.15, ge=1.0, le=2.0)
     seed: int = Field(default=0, ge=0)
     n_ctx: int = Field(default=2048, ge=256)
-    threads: int | None = Field(default=None, ge=1, description="CPU threads; default: all cores")
+    threads: int | None = Field(default=None, ge=1, description=f"CPU threads; default: ${CPU_THREADS_ENV}, else all cores")
+    pool: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.-]{1,256}$",
+        description=f"Airflow pool of generate; default {CPU_GENERATE_POOL!r} (local) or {GPU_GENERATE_POOL!r} (kubernetes)",
+    )
     shard_size: int = Field(default=16, ge=1, description="max prompts per generation shard")
     target_tokens_per_shard: int | None = Field(
         default=None, ge=1, description="size shards by expected completion tokens (max_tokens per prompt) instead"
@@ -76,6 +81,23 @@ class GenerationSpec(_Strict):
     openai: OpenAISpec = OpenAISpec()
     vllm: VLLMSpec = VLLMSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
+
+    def rows_per_shard(self, prompts: int, map_limit: int | None = DEFAULT_MAX_MAP_LENGTH) -> int:
+        """Prompts per plan shard: ``shard_size``, or ``target_tokens_per_shard`` / ``max_tokens``; more when
+        ``max_shards`` or Airflow's ``[core] max_map_length`` (``map_limit``) caps the number of shards
+        (a mapped task with more map indexes fails its upstream; None: no such cap)."""
+        rows = self.shard_size if self.target_tokens_per_shard is None else max(1, self.target_tokens_per_shard // self.max_tokens)
+        caps = [c for c in (self.max_shards, map_limit) if c is not None]
+        cap = min(caps) if caps else None
+        if cap is not None and math.ceil(prompts / rows) > cap:
+            rows = math.ceil(prompts / cap)
+        return rows
+
+    @property
+    def pool_name(self) -> str:
+        if self.pool:
+            return self.pool
+        return GPU_GENERATE_POOL if self.runner == "kubernetes" else CPU_GENERATE_POOL
 
     @model_validator(mode="after")
     def _runner(self) -> GenerationSpec:

@@ -16,6 +16,15 @@ Language = Literal["en", "fr", "de", "es", "it"]
 
 STORAGE_ENV = "SYNTHCORPUS_STORAGE_URI"
 
+# Airflow pools that bound generation (created by the deployment: `make up`, the Helm values). CPU: llama.cpp
+# in the worker's own process (generate, and topic labelling with the engine); GPU: one pod per shard.
+CPU_GENERATE_POOL = "synthcorpus_cpu_generate"
+GPU_GENERATE_POOL = "synthcorpus_gpu_generate"
+# Airflow's default [core] max_map_length: the most map indexes one mapped task may have.
+DEFAULT_MAX_MAP_LENGTH = 1024
+# Threads per llama.cpp process, set by the deployment on each worker: its cores // the CPU pool's slots.
+CPU_THREADS_ENV = "SYNTHCORPUS_CPU_THREADS"
+
 # Filter reasons (``quality.filters``): one count per reason. Reason names follow datatrove's where it has
 # them (its Gopher repetition filter: dup_para_frac ... duplicated_<n>_n_grams); n-gram sizes outside the
 # defaults add top_<n>_gram / duplicated_<n>_n_grams (see ``quality.filters.reason_names``).

@@ -24,13 +24,21 @@ log = logging.getLogger(__name__)
 
 
 def run(run: RunContext, shard: int | None = None) -> StageResult:
-    from ..generation import META_KEY, expected_load_share, rows_per_shard
+    from ..airflow_adapter import max_map_length
+    from ..generation import META_KEY, expected_load_share
 
     spec = run.spec
     gen = spec.generation
     prompts = storage.read_parquet(result(run, "prompts")["outputs"]["prompts"])
     n = prompts.num_rows
-    rows = rows_per_shard(n, gen)
+    map_limit = max_map_length()
+    rows = gen.rows_per_shard(n, map_limit)
+    warnings = []
+    if rows > (wanted := gen.rows_per_shard(n, None)):
+        warnings.append(
+            f"{n} prompts in shards of {wanted} would need {-(-n // wanted)} shards, more than Airflow's "
+            f"[core] max_map_length ({map_limit}): shards grew to {rows} prompts each")
+        log.warning("plan: %s", warnings[-1])
     config = {
         **spec.canonical()["generation"],
         "quality": spec.canonical()["quality"],
@@ -53,11 +61,13 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         "expected_load_s": gen.expected_load_s,
         "expected_generation_s_per_shard": round(gen_s, 1),
         "expected_load_share": round(load_share, 4),
+        "max_map_length": map_limit,
+        "warnings": warnings,
     }
     if load_share > LOAD_SHARE_WARNING:
-        log.warning(
-            "plan: model load would be %.1f%% of each shard's time (%.0fs load vs %.0fs generation); "
-            "raise generation.target_tokens_per_shard or shard_size", 100 * load_share, gen.expected_load_s, gen_s,
-        )
+        warnings.append(
+            f"model load would be {100 * load_share:.1f}% of each shard's time ({gen.expected_load_s:.0f}s load vs "
+            f"{gen_s:.0f}s generation); raise generation.target_tokens_per_shard or shard_size")
+        log.warning("plan: %s", warnings[-1])
     log.info("plan: %d shards of <= %d prompts; expected load/generation share %.1f%%", len(units), rows, 100 * load_share)
     return StageResult(NAME, {"shards": units}, stats, shards=[u["index"] for u in units])
