@@ -8,6 +8,7 @@ llama.cpp, pandas) is imported at parse time. A broken spec does not take the ot
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -37,7 +38,24 @@ def _execute(spec_path: str, stage: str, shard: int | None = None) -> dict | lis
         context["shard_label"] = shard_name(shard)
     run = open_run(spec_path, _run_id(params, context["run_id"]), params)
     marker = execute(run, stage, shard)
+    if stage == "publish":  # the release, for consumers scheduled on the corpus asset
+        from synthcorpus.publish import release_event
+
+        context["outlet_events"][_asset(run.spec)].extra = release_event(run.spec.name, run.run_id, marker)
     return marker["shards"] if stage == SHARDS_FROM else marker
+
+
+def _task_kwargs(spec: CorpusSpec, stage: str) -> dict:
+    """Retries, execution_timeout and pool of a stage's task, from the spec's ``tasks`` section (a retried
+    task resumes: committed shards are skipped, a generate shard continues from its checkpoints)."""
+    kwargs = {
+        "retries": spec.tasks.retries,
+        "retry_delay": dt.timedelta(seconds=spec.tasks.retry_delay_s),
+        "execution_timeout": dt.timedelta(seconds=spec.timeout_s(stage)),
+    }
+    if pool := spec.pool(stage):
+        kwargs["pool"] = pool
+    return kwargs
 
 
 def build_dag(spec: CorpusSpec):
@@ -75,10 +93,11 @@ def build_dag(spec: CorpusSpec):
             if stage.name == "generate" and spec.generation.runner == "kubernetes":
                 created[stage.name] = _kubernetes_generate(spec, spec_path, shards)
             elif stage.mapped:
-                created[stage.name] = task(_execute, task_id=stage.name, map_index_template="{{ shard_label }}").partial(
+                created[stage.name] = task(_execute, task_id=stage.name, map_index_template="{{ shard_label }}",
+                                           **_task_kwargs(spec, stage.name)).partial(
                     spec_path=spec_path, stage=stage.name).expand(shard=shards)
             else:
-                created[stage.name] = task(_execute, task_id=stage.name,
+                created[stage.name] = task(_execute, task_id=stage.name, **_task_kwargs(spec, stage.name),
                                            outlets=[_asset(spec)] if stage.name == "publish" else [])(spec_path, stage.name)
             if stage.name == SHARDS_FROM:
                 shards = created[stage.name]
@@ -89,7 +108,7 @@ def build_dag(spec: CorpusSpec):
 
 
 def _asset(spec: CorpusSpec) -> Asset:
-    return Asset(name=f"synthcorpus_{spec.name}", uri=f"synthcorpus://{spec.name}/latest")
+    return Asset(name=spec.asset_name, uri=spec.asset_uri)
 
 
 def _kubernetes_generate(spec: CorpusSpec, spec_path: str, shards):
@@ -99,7 +118,7 @@ def _kubernetes_generate(spec: CorpusSpec, spec_path: str, shards):
 
     from synthcorpus.kubernetes import pod_static_kwargs
 
-    @task
+    @task(**{k: v for k, v in _task_kwargs(spec, "pod_kwargs").items() if k != "pool"})
     def pod_kwargs(shard_list: list[int], params=None, run_id=None) -> list[dict]:
         # Runs on the Airflow worker: run id and storage URI are read at run time; JSON for XCom.
         from synthcorpus.kubernetes import pod_shard_kwargs
@@ -115,6 +134,7 @@ def _kubernetes_generate(spec: CorpusSpec, spec_path: str, shards):
     return KubernetesPodOperator.partial(
         task_id="generate",
         map_index_template=shard_name_template("task.labels['synthcorpus.io/shard']"),
+        **_task_kwargs(spec, "generate"),
         **pod_static_kwargs(spec),
     ).expand_kwargs(pod_kwargs(shards))
 

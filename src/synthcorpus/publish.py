@@ -123,6 +123,23 @@ def rebatch(batches: Any, per_file: int) -> Any:
             yield head
 
 
+def release_event(corpus: str, run_id: str, marker: dict[str, Any]) -> dict[str, Any]:
+    """The ``extra`` of the asset event ``publish`` emits: what a consumer needs to find and check the
+    release without reading the run (from publish's committed marker)."""
+    stats, outputs = marker["stats"], marker["outputs"]
+    return {
+        "corpus": corpus,
+        "run_id": run_id,
+        "version": stats["version"],
+        "rows": stats["rows"],
+        "files": stats["files"],
+        "gate": stats["gate"],
+        "version_uri": outputs["version"],
+        "manifest": outputs["manifest"],
+        "latest_kept": stats.get("latest_kept"),
+    }
+
+
 def verify_version(version_uri: str) -> dict[str, Any]:
     """Re-hash every file of a published version against its manifest; raises PublishError on mismatch."""
     manifest = storage.read_json(join(version_uri, MANIFEST))

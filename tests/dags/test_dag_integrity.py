@@ -22,7 +22,18 @@ t_airflow = time.perf_counter()
 bag = DagBag(dag_folder=sys.argv[1])
 t_parse = time.perf_counter() - t_airflow
 heavy = sorted(m for m in %r if m in sys.modules)
-dags = {d: {"tasks": sorted(t.task_id for t in bag.dags[d].tasks)} for d in bag.dags}
+def schedule_assets(dag):
+    cond = getattr(dag.timetable, "asset_condition", None)
+    if cond is None:
+        return []
+    return sorted([cond.uri] if hasattr(cond, "uri") else [a.uri for a in cond.objects])
+def timeout(t):
+    return t.execution_timeout.total_seconds() if t.execution_timeout else None
+dags = {d: {"tasks": sorted(t.task_id for t in bag.dags[d].tasks),
+            "settings": {t.task_id: {"pool": t.pool, "retries": t.retries, "retry_delay": t.retry_delay.total_seconds(),
+                                     "timeout": timeout(t), "outlets": [o.uri for o in t.outlets]} for t in bag.dags[d].tasks},
+            "schedule_assets": schedule_assets(bag.dags[d])}
+        for d in bag.dags}
 print(json.dumps({"parse_s": t_parse, "heavy": heavy, "dags": dags, "errors": bag.import_errors}))
 """ % (HEAVY,)
 
@@ -60,7 +71,7 @@ def test_broken_spec_is_one_import_error_and_others_still_load(tmp_path):
     write_spec(corpora, tiny_spec_dict(name="good_one"))
     write_spec(corpora, tiny_spec_dict(name="bad_one", **{"generation.temperature": 9}))
     result = parse_dags(tmp_path, corpora)
-    assert list(result["dags"]) == ["synthcorpus_good_one"]
+    assert sorted(result["dags"]) == ["synthcorpus_good_one", "synthcorpus_release_consumer"]
     assert len(result["errors"]) == 1
     (path, message), = result["errors"].items()
     assert path.endswith("synthcorpus_spec_errors.py")
@@ -74,7 +85,7 @@ def test_duplicate_corpus_names_are_reported(tmp_path):
     write_spec(corpora, tiny_spec_dict(name="same"), "a.yaml")
     write_spec(corpora, tiny_spec_dict(name="same"), "b.yaml")
     result = parse_dags(tmp_path, corpora)
-    assert list(result["dags"]) == ["synthcorpus_same"]
+    assert sorted(result["dags"]) == ["synthcorpus_release_consumer", "synthcorpus_same"]
     (message,) = result["errors"].values()
     assert "b.yaml: name: expected a unique corpus name" in message
 
@@ -89,3 +100,36 @@ def test_kubernetes_runner_maps_one_pod_per_shard(tmp_path):
     assert result["errors"] == {}
     tasks = result["dags"]["synthcorpus_gpu"]["tasks"]
     assert "pod_kwargs" in tasks and "generate" in tasks and "filter_shard" in tasks
+    settings = result["dags"]["synthcorpus_gpu"]["settings"]
+    assert settings["generate"]["pool"] == "synthcorpus_gpu_generate"  # GPU pods: their own pool
+    assert settings["topics"]["pool"] == "default_pool"  # the vllm engine does not run on the Airflow worker's CPU
+    # Waiting for a GPU node counts: the pod start-up timeout is added to the shard's execution_timeout.
+    assert settings["generate"]["timeout"] == 600.0 + 900
+
+
+def test_tasks_get_pools_retries_and_timeouts_from_the_spec(tmp_path):
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    write_spec(corpora, tiny_spec_dict(name="cpu", **{"tasks": {"retries": 3, "retry_delay_s": 5, "timeout_s": 900}}))
+    write_spec(corpora, tiny_spec_dict(name="keywords", **{"topics.labeler": "keywords", "tasks.generate_timeout_s": 7200}))
+    dags = parse_dags(tmp_path, corpora)["dags"]
+    cpu = dags["synthcorpus_cpu"]["settings"]
+    assert cpu["generate"]["pool"] == cpu["topics"]["pool"] == "synthcorpus_cpu_generate"
+    assert {cpu[t]["pool"] for t in cpu if t not in ("generate", "topics")} == {"default_pool"}
+    assert {(v["retries"], v["retry_delay"]) for v in cpu.values()} == {(3, 5.0)}
+    assert {v["timeout"] for t, v in cpu.items() if t != "generate"} == {900.0}
+    assert cpu["generate"]["timeout"] == 600.0  # 4 rows x 48 tokens: the 10-minute floor
+    assert cpu["publish"]["outlets"] == ["synthcorpus://cpu/latest"]
+    keywords = dags["synthcorpus_keywords"]["settings"]
+    assert keywords["topics"]["pool"] == "default_pool"  # c-TF-IDF labels: no engine, no generation slot
+    assert keywords["generate"]["timeout"] == 7200.0
+
+
+def test_release_consumer_is_scheduled_on_every_corpus_asset(tmp_path):
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    for name in ("one", "two"):
+        write_spec(corpora, tiny_spec_dict(name=name))
+    dags = parse_dags(tmp_path, corpora)["dags"]
+    assert dags["synthcorpus_release_consumer"]["tasks"] == ["verify_releases"]
+    assert dags["synthcorpus_release_consumer"]["schedule_assets"] == ["synthcorpus://one/latest", "synthcorpus://two/latest"]

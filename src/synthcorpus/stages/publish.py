@@ -85,7 +85,8 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         storage.write_text(layout.dataset_card, dataset_card(run.spec, manifest, lineage))
         storage.write_json(layout.version_lineage, lineage)
         storage.write_json(manifest_uri, manifest)  # the version exists from here on
-    stats = {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version}
+    gate_status = "passed" if manifest["gate"]["passed"] else "overridden"
+    stats = {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version, "gate": gate_status}
     if newer is None:
         pointer = {"version": run.version, "manifest": manifest_uri, "uri": layout.version_uri(), "rows": manifest["rows"]}
         storage.write_json(layout.latest, pointer)
