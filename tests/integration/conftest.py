@@ -77,3 +77,34 @@ def seaweedfs(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(tmp_path_factory):
+    """The deployment `make up` starts (synthcorpus.deploy.Stack) in a fresh AIRFLOW_HOME: its own PostgreSQL
+    database, Celery queue and ports, so it never meets another run's; the corpus specs of
+    tests/integration/test_stack.py in its corpora folder. Yields (stack, corpora dir, base dir); stops
+    every process by PID and drops the database afterwards."""
+    from synthcorpus.deploy import Stack, drop_database
+    from tests.conftest import ROOT, write_spec
+    from tests.integration.test_stack import stack_spec
+
+    base = tmp_path_factory.mktemp("stack")
+    corpora = base / "corpora"
+    corpora.mkdir()
+    write_spec(corpora, stack_spec())
+    tag = f"{os.getpid()}_{random.randint(0, 999_999)}"
+    api, worker_log, trigger_log = _ports(3)
+    stack = Stack(
+        home=base / "airflow", project_dir=ROOT,
+        sql_alchemy_conn=f"postgresql+psycopg2://postgres@127.0.0.1:5432/synthcorpus_test_{tag}",
+        api_port=api, worker_log_port=worker_log, trigger_log_port=trigger_log, queue=f"synthcorpus_test_{tag}",
+        heartbeat_timeout_s=20,  # a killed worker's task is failed (and retried) after 20 s instead of 5 min
+        env={"SYNTHCORPUS_CORPORA_DIR": str(corpora), "SYNTHCORPUS_STORAGE_URI": (base / "storage").as_uri()},
+    )
+    try:
+        stack.up(say=lambda *_: None)
+        yield stack, corpora, base
+    finally:
+        stack.down(say=lambda *_: None)
+        drop_database(stack.sql_alchemy_conn)
