@@ -30,14 +30,21 @@ def _run_id(params: dict, context_run_id: str) -> str:
 def _execute(spec_path: str, stage: str, shard: int | None = None) -> dict | list[int]:
     """One stage (or one shard of a mapped stage) under the completion protocol; returns its marker
     (for the stage that defines the shards: the shard list, which the mapped stages expand over)."""
-    from synthcorpus.stages.contract import execute, open_run
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from synthcorpus.stages.contract import execute, open_run, retry_cannot_help
 
     context = get_current_context()
     params = context["params"]
     if shard is not None:
         context["shard_label"] = shard_name(shard)
-    run = open_run(spec_path, _run_id(params, context["run_id"]), params)
-    marker = execute(run, stage, shard)
+    try:
+        run = open_run(spec_path, _run_id(params, context["run_id"]), params)
+        marker = execute(run, stage, shard)
+    except Exception as exc:
+        if retry_cannot_help(exc):  # fail now, without the spec's retries: a retry would fail the same way
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        raise
     if stage == "publish":  # the release, for consumers scheduled on the corpus asset
         from synthcorpus.publish import release_event
 

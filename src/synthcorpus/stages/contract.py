@@ -41,6 +41,16 @@ class SpecChangedError(StageError):
     """The spec file changed while a run was in progress: stages would disagree about the corpus."""
 
 
+def retry_cannot_help(exc: BaseException) -> bool:
+    """True for failures that a retry of the same task would only repeat: bad input of any kind (spec, seed
+    file, template, topics: ValueErrors naming file and field), a missing upstream result, a failed quality
+    gate, a refused publish. Engine, storage and connection errors are worth retrying."""
+    from ..publish import PublishError
+    from ..quality.gate import GateFailed
+
+    return isinstance(exc, (ValueError, StageError, GateFailed, PublishError))
+
+
 @dataclass(frozen=True)
 class RunContext:
     """One run of one corpus: its spec, run id, layout, the DAG run's params and, for tests and
