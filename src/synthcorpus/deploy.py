@@ -261,10 +261,6 @@ class Stack:
                 raise DeployError(f"Airflow on PostgreSQL with Celery needs {module}: pip install {package} (make install does)")
         ensure_database(self.sql_alchemy_conn)
         ping_redis(self.broker_url)
-        running = self.running()
-        if running:
-            raise DeployError(f"{self.home}: already running ({', '.join(f'{n} pid {p}' for n, p in running.items())}); "
-                              "stop it first: make down")
         for port, key in ((self.api_port, "[api] port ($SYNTHCORPUS_STACK_API_PORT)"),
                           (self.worker_log_port, "[logging] worker_log_server_port ($SYNTHCORPUS_STACK_WORKER_LOG_PORT)"),
                           (self.trigger_log_port, "[logging] trigger_log_server_port ($SYNTHCORPUS_STACK_TRIGGER_LOG_PORT)")):
@@ -291,6 +287,9 @@ class Stack:
         """Render and check the config, probe the services, migrate the database, create the pools and start
         every component; wait until the api-server reports scheduler, dag-processor and triggerer healthy and
         the Celery worker answers. On any failure everything started is stopped again."""
+        if running := self.running():
+            raise DeployError(f"{self.home}: already running ({', '.join(f'{n} pid {p}' for n, p in running.items())}); "
+                              "stop it first: make down")
         cfg = self.render_config()
         say(f"config: {cfg}")
         self.preflight()
@@ -540,7 +539,11 @@ def signal_pid(pid: int, sig: int) -> None:
 
 
 def tail(path: Path, lines: int = 25) -> str:
+    """The end of a log, led by its last exception line (``SomeError: why``), which shutdown messages of a
+    failing process would otherwise push out of view."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
+    errors = [line for line in text if re.match(r"^[\w.]*(Error|Exception)\b.*: ", line)]
+    return "\n".join(([f"last error: {errors[-1]}", "..."] if errors else []) + text[-lines:])

@@ -77,6 +77,10 @@ BAD_SPECS = [
      "quality.expectations[0]", "column 'n_words_p99' is not in the run_metrics batch"),
     ({"seeds.outline": "/nonexistent/outline.yaml"}, "seeds.outline", "existing YAML file"),
     ({"prompts.template_dir": "/nonexistent"}, "prompts.template_dir", "directory of templates"),
+    ({"tasks.retries": -1}, "tasks.retries", "greater than or equal to 0"),
+    ({"tasks.timeout_s": 0}, "tasks.timeout_s", "greater than 0"),
+    ({"tasks.retires": 3}, "tasks.retires", "unknown field"),
+    ({"generation.pool": "my pool!"}, "generation.pool", "should match pattern"),
 ]
 
 
@@ -130,3 +134,15 @@ def test_cli_validate_exit_codes(tmp_path):
     assert res.returncode == 2
     assert f"{bad}: documents: expected greater than or equal to 1" in res.stderr
     assert f"{bad}: generation.top_p: expected greater than 0" in res.stderr
+
+
+def test_task_timeouts_and_pools_follow_from_the_spec():
+    spec = parse_spec(tiny_spec_dict(documents=100, **{"generation.shard_size": 10, "generation.max_tokens": 400,
+                                                        "generation.max_attempts": 2, "generation.expected_tokens_per_s": 20,
+                                                        "generation.expected_load_s": 10}))
+    # 3 x (10 rows x 400 tokens x 2 attempts / 20 tok/s) + 10 s load
+    assert spec.timeout_s("generate") == 3 * 400 + 10
+    assert spec.timeout_s("dedup") == spec.tasks.timeout_s == 3600
+    assert spec.pool("generate") == spec.pool("topics") == "synthcorpus_cpu_generate" and spec.pool("dedup") is None
+    own_pool = parse_spec(tiny_spec_dict(**{"generation.pool": "big_box", "topics.labeler": "keywords"}))
+    assert own_pool.pool("generate") == "big_box" and own_pool.pool("topics") is None
