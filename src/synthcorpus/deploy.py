@@ -65,12 +65,14 @@ def render(template: Path, values: dict[str, str], secrets_file: Path | None = N
     """``${NAME}`` and ``${NAME:-default}`` filled from ``values``; the shared secrets from ``secrets_file``
     (created with new random secrets on first use) when ``values`` does not set them. An unset name without
     a default is an error naming the template and every missing name."""
-    text = template.read_text()
-    names = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", "".join(
-        line for line in text.splitlines(keepends=True) if not line.lstrip().startswith(("#", ";")))))
+    lines = template.read_text().splitlines(keepends=True)
+    # Comments may show the ${...} syntax itself: they are left as they are.
+    live = [not line.lstrip().startswith(("#", ";")) for line in lines]
+    names = {n for line, on in zip(lines, live) if on for n in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", line)}
     values = dict(values)
     if secrets_file is not None and any(n in names and not values.get(n) for n in SECRET_NAMES):
-        values = {**load_secrets(secrets_file), **{k: v for k, v in values.items() if v}}
+        shared = load_secrets(secrets_file)
+        values.update({n: shared[n] for n in SECRET_NAMES if not values.get(n)})
     missing: dict[str, None] = {}
 
     def fill(m: re.Match) -> str:
@@ -82,13 +84,12 @@ def render(template: Path, values: dict[str, str], secrets_file: Path | None = N
             return m.group(0)
         return default
 
-    lines = []
-    for line in text.splitlines(keepends=True):
-        if not line.lstrip().startswith(("#", ";")):  # comments may show the ${...} syntax itself
-            while (filled := PLACEHOLDER.sub(fill, line)) != line:
-                line = filled
-        lines.append(line)
-    text = "".join(lines)
+    out = []
+    for line, on in zip(lines, live):
+        while on and (filled := PLACEHOLDER.sub(fill, line)) != line:
+            line = filled
+        out.append(line)
+    text = "".join(out)
     if missing:
         raise DeployError(f"{template}: expected environment variables {', '.join(missing)} to be set")
     return text
@@ -428,41 +429,46 @@ class Stack:
 
 
 # -- services ------------------------------------------------------------------------------------------------
+def _postgres(conn: str) -> tuple[str, str, dict]:
+    """(host:port, database, psycopg2 connect arguments without dbname) of a SQLAlchemy PostgreSQL URL."""
+    url = urllib.parse.urlsplit(re.sub(r"^postgresql\+\w+", "postgresql", conn))
+    if url.scheme != "postgresql":
+        raise DeployError(f"$SYNTHCORPUS_STACK_SQL_ALCHEMY_CONN: expected a postgresql:// URL, got {url.scheme}://")
+    args = dict(host=url.hostname, port=url.port or 5432, user=url.username or "postgres", password=url.password,
+                connect_timeout=5)
+    return f"{url.hostname}:{url.port or 5432}", url.path.lstrip("/"), args
+
+
 def ensure_database(conn: str) -> None:
     """Connect to the metadata database, creating it when PostgreSQL answers but the database is missing."""
     import psycopg2
 
-    url = urllib.parse.urlsplit(re.sub(r"^postgresql\+\w+", "postgresql", conn))
-    if url.scheme != "postgresql":
-        raise DeployError(f"$SYNTHCORPUS_STACK_SQL_ALCHEMY_CONN: expected a postgresql:// URL, got {url.scheme}://")
-    database = url.path.lstrip("/")
-    where = f"{url.hostname}:{url.port or 5432}"
-    dsn = dict(host=url.hostname, port=url.port or 5432, user=url.username or "postgres", password=url.password,
-               connect_timeout=5)
+    where, database, args = _postgres(conn)
     try:
-        psycopg2.connect(dbname=database, **dsn).close()
+        psycopg2.connect(dbname=database, **args).close()
         return
     except psycopg2.OperationalError as exc:
         if f'database "{database}" does not exist' not in str(exc):
             raise DeployError(f"PostgreSQL at {where} is unreachable ({str(exc).strip().splitlines()[0]}): start it, "
                               "or point $SYNTHCORPUS_STACK_SQL_ALCHEMY_CONN at one") from None
-    admin = psycopg2.connect(dbname="postgres", **dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{database}"')
-    admin.close()
+    _admin(args, f'CREATE DATABASE "{database}"')
 
 
 def drop_database(conn: str) -> None:
+    _, database, args = _postgres(conn)
+    _admin(args, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def _admin(args: dict, statement: str) -> None:
     import psycopg2
 
-    url = urllib.parse.urlsplit(re.sub(r"^postgresql\+\w+", "postgresql", conn))
-    admin = psycopg2.connect(dbname="postgres", host=url.hostname, port=url.port or 5432, user=url.username or "postgres",
-                             password=url.password, connect_timeout=5)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{url.path.lstrip("/")}" WITH (FORCE)')
-    admin.close()
+    admin = psycopg2.connect(dbname="postgres", **args)
+    admin.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+    try:
+        with admin.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        admin.close()
 
 
 def ping_redis(broker_url: str) -> None:
