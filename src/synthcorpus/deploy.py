@@ -54,6 +54,7 @@ REQUIRED = {
 }
 # Start order: the api-server serves the execution API every task and the dag-processor report to.
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", "celery-worker")
+AIRFLOW = str(Path(sys.executable).parent / "airflow")  # the CLI of the venv this package runs in
 STOP_GRACE_S = 15.0  # the scheduler was seen ignoring SIGTERM for more than 25 s: SIGKILL after this
 
 
@@ -270,13 +271,12 @@ class Stack:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def commands(self) -> dict[str, list[str]]:
-        airflow = str(Path(sys.executable).parent / "airflow")
         return {
-            "api-server": [airflow, "api-server", "--port", str(self.api_port), "--host", "127.0.0.1"],
-            "scheduler": [airflow, "scheduler"],
-            "dag-processor": [airflow, "dag-processor"],
-            "triggerer": [airflow, "triggerer"],
-            "celery-worker": [airflow, "celery", "worker", "--queues", self.queue, "--concurrency",
+            "api-server": [AIRFLOW, "api-server", "--port", str(self.api_port), "--host", "127.0.0.1"],
+            "scheduler": [AIRFLOW, "scheduler"],
+            "dag-processor": [AIRFLOW, "dag-processor"],
+            "triggerer": [AIRFLOW, "triggerer"],
+            "celery-worker": [AIRFLOW, "celery", "worker", "--queues", self.queue, "--concurrency",
                               str(self.worker_concurrency), "--celery-hostname", self.worker_name],
         }
 
@@ -419,9 +419,8 @@ class Stack:
         return "\n".join(lines)
 
     def _airflow(self, args: list[str], log_name: str) -> None:
-        airflow = str(Path(sys.executable).parent / "airflow")
         with open(self.log_file(log_name), "wb") as log:
-            code = subprocess.run([airflow, *args], env=self.process_env(), cwd=self.project_dir,
+            code = subprocess.run([AIRFLOW, *args], env=self.process_env(), cwd=self.project_dir,
                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
         if code:
             raise DeployError(f"airflow {' '.join(args)} failed (exit {code}); its log ({self.log_file(log_name)}) ends:\n"

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,14 +11,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+from synthcorpus.deploy import port_free
 
 
 def _ports(n: int) -> list[int]:
@@ -27,7 +19,7 @@ def _ports(n: int) -> list[int]:
     out: list[int] = []
     while len(out) < n:
         p = random.randint(20000, 29999)
-        if p not in out and _free(p) and _free(p + 10000):
+        if p not in out and port_free(p) and port_free(p + 10000):
             out.append(p)
     return out
 
