@@ -17,7 +17,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from synthcorpus.layout import shard_name, shard_name_template
 from synthcorpus.spec import CorpusSpec, discover
-from synthcorpus.stages import SHARDS_FROM, TABLE
+from synthcorpus.stages import SHARD_SOURCES, TABLE
 
 CORPORA_DIR = Path(os.environ.get("SYNTHCORPUS_CORPORA_DIR") or Path(__file__).resolve().parents[1] / "include" / "corpora")
 
@@ -29,7 +29,7 @@ def _run_id(params: dict, context_run_id: str) -> str:
 
 def _execute(spec_path: str, stage: str, shard: int | None = None) -> dict | list[int]:
     """One stage (or one shard of a mapped stage) under the completion protocol; returns its marker
-    (for the stage that defines the shards: the shard list, which the mapped stages expand over)."""
+    (for the stages that define shards: the shard list, which the mapped stages expand over)."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from synthcorpus.stages.contract import execute, open_run, retry_cannot_help
@@ -49,7 +49,7 @@ def _execute(spec_path: str, stage: str, shard: int | None = None) -> dict | lis
         from synthcorpus.publish import release_event
 
         context["outlet_events"][_asset(run.spec)].extra = release_event(run.spec.name, run.run_id, marker)
-    return marker["shards"] if stage == SHARDS_FROM else marker
+    return marker["shards"] if stage in SHARD_SOURCES else marker
 
 
 def _task_kwargs(spec: CorpusSpec, stage: str) -> dict:
@@ -83,6 +83,12 @@ def build_dag(spec: CorpusSpec):
                 description="Storage run id; reuse one to resume a run (committed shards are skipped). "
                 "Default: the Airflow run id.",
             ),
+            "full_rebuild": Param(
+                False,
+                type="boolean",
+                description="Build this version from scratch: no earlier documents, prompts or index are reused "
+                "(default: a refresh publishes the latest version plus new documents).",
+            ),
             "override_gate_reason": Param(
                 None,
                 type=["null", "string"],
@@ -90,24 +96,21 @@ def build_dag(spec: CorpusSpec):
                 "report, lineage.json and the dataset card. Leave empty for normal runs.",
             ),
         },
-        doc_md=f"Corpus **{spec.name}** from `{spec_path}`: {spec.documents} documents, formats "
+        doc_md=f"Corpus **{spec.name}** from `{spec_path}`: {spec.documents} new documents per run, formats "
         f"{', '.join(spec.prompts.formats)}, audiences {', '.join(spec.prompts.audiences)}.",
     )
     def corpus():
         created: dict = {}
-        shards = None
         for stage in TABLE:
             if stage.name == "generate" and spec.generation.runner == "kubernetes":
-                created[stage.name] = _kubernetes_generate(spec, spec_path, shards)
-            elif stage.mapped:
+                created[stage.name] = _kubernetes_generate(spec, spec_path, created[stage.shards_from])
+            elif stage.mapped:  # one task per shard of the stage that defines them (its returned list)
                 created[stage.name] = task(_execute, task_id=stage.name, map_index_template="{{ shard_label }}",
                                            **_task_kwargs(spec, stage.name)).partial(
-                    spec_path=spec_path, stage=stage.name).expand(shard=shards)
+                    spec_path=spec_path, stage=stage.name).expand(shard=created[stage.shards_from])
             else:
                 created[stage.name] = task(_execute, task_id=stage.name, **_task_kwargs(spec, stage.name),
                                            outlets=[_asset(spec)] if stage.name == "publish" else [])(spec_path, stage.name)
-            if stage.name == SHARDS_FROM:
-                shards = created[stage.name]
             for parent in stage.upstream:
                 created[parent] >> created[stage.name]
 

@@ -32,6 +32,9 @@ def tiny_spec_dict(**overrides) -> dict:
         },
         "generation": {"engine": "llamacpp", "max_tokens": 48, "temperature": 0.5, "seed": 1, "shard_size": 4},
         "quality": {"min_words": 5, "max_words": 2000, "drop_truncated": False, "min_documents": 1, "max_filtered_share": 0.9},
+        # One prompt per document (the fake engine's documents all pass): tests that count engine calls stay
+        # exact; the refresh tests set their own yield.
+        "refresh": {"expected_yield": 1.0},
     }
     for dotted, value in overrides.items():
         node = spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from synthcorpus.stages.contract import RunContext, StageResult, commit_once
+from synthcorpus.stages.contract import RunContext, StageResult, commit_once, execute
 
 
 def given(run: RunContext, stage: str, outputs: dict[str, Any], *, shard: int | None = None,
@@ -20,7 +20,14 @@ def given_plan(run: RunContext, n: int) -> dict[str, Any]:
     return given(run, "plan_shards", {"shards": []}, stats={"shards": n}, shards=list(range(n)))
 
 
+def given_history(run: RunContext) -> dict[str, Any]:
+    """The run's base version, as ``history`` finds it in storage (none: a first version)."""
+    return execute(run, "history")
+
+
 def given_documents(run: RunContext, stage: str, uris: list[str]) -> dict[str, Any]:
-    """An unmapped stage that produced these document shards (one per plan shard), with the plan."""
+    """An unmapped stage that produced these document shards (one per plan shard), with the plan and the
+    run's base version."""
+    given_history(run)
     given_plan(run, len(uris))
     return given(run, stage, {"documents": list(uris)})

@@ -5,8 +5,12 @@
     {storage}/{corpus}/latest.json                          the published version readers start from
     {storage}/{corpus}/quarantine/{run_id}.json             gate reports of runs that failed the gate
     {storage}/{corpus}/versions/{version}/...               published releases (manifest.json last)
+    {storage}/{corpus}/index/{version}/...                  the published-documents index segment of a version
+                                                            (what refreshes dedup against; see quality.published_index)
     {storage}/{corpus}/runs/{run_id}/spec.json              the spec pinned at run start
     {storage}/{corpus}/runs/{run_id}/lineage.json           what produced the run
+    {storage}/{corpus}/runs/{run_id}/budget/generate-shard-00000.json
+                                                            running totals of one generating shard (run budget)
     {storage}/{corpus}/runs/{run_id}/{stage}/               one folder per stage, named like its DAG task
         _stage.commit.json                                  an unmapped stage's marker (outputs + stats)
         shard-00000.parquet, shard-00000.commit.json        a mapped stage's shard and its marker
@@ -31,10 +35,12 @@ if TYPE_CHECKING:
 
 # Named outputs of each stage (stage -> output name -> file or folder under the stage folder).
 OUTPUTS: dict[str, dict[str, str]] = {
+    "history": {"base": "base.json"},
     "seeds": {"seeds": "seeds.parquet"},
     "topics": {"topics": "topics.parquet", "assignments": "assignments.parquet"},
-    "prompts": {"prompts": "prompts.parquet", "diversity": "diversity.json"},
+    "prompts": {"prompts": "prompts.parquet", "reserve": "reserve.parquet", "diversity": "diversity.json"},
     "near_dedup": {"clusters": "clusters.parquet"},
+    "top_up": {"surplus": "surplus.parquet"},
     "quality_gate": {"report": "report.json", "validation": "validation.json", "report_html": "report.html",
                      "data_docs": "data_docs", "diversity": "diversity.json"},
 }
@@ -113,9 +119,29 @@ class RunLayout:
         base = join(self.corpus_uri, "versions", self.version)
         return join(base, rel) if rel else base
 
+    def version_file(self, version: str, rel: str) -> str:
+        """A file of any published version of the corpus (``rel`` as listed in that version's manifest)."""
+        return join(self.corpus_uri, "versions", version, rel)
+
+    def manifest_of(self, version: str) -> str:
+        return self.version_file(version, MANIFEST)
+
     @property
     def manifest(self) -> str:
         return self.version_uri(MANIFEST)
+
+    @property
+    def index_root(self) -> str:
+        """Where the published-documents index keeps one segment per published version."""
+        return join(self.corpus_uri, "index")
+
+    def index_segment(self, version: str) -> str:
+        return join(self.index_root, version)
+
+    def retry(self, version: str) -> str:
+        """Prompts a version tried and did not publish, with their failure counts (what the next refresh
+        retries first, or retires)."""
+        return join(self.index_segment(version), "retry.parquet")
 
     @property
     def dataset_card(self) -> str:
@@ -137,6 +163,14 @@ class RunLayout:
     @property
     def lineage(self) -> str:
         return join(self.run_uri, "lineage.json")
+
+    @property
+    def budget_dir(self) -> str:
+        """Running totals of every generating shard of the run, one small JSON each (the run-wide budget)."""
+        return join(self.run_uri, "budget")
+
+    def budget_entry(self, stage: str, index: int) -> str:
+        return join(self.budget_dir, f"{stage}-{shard_name(index)}.json")
 
     # ------------------------------------------------------------------ stage level
     def stage_dir(self, stage: str) -> str:

@@ -36,7 +36,8 @@ def code_version() -> dict[str, Any]:
 
 
 # The stages whose committed results lineage reads.
-LINEAGE_STAGES = ("seeds", "topics", "prompts", "generate", "filter_shard", "dedup", "near_dedup", "decontaminate")
+LINEAGE_STAGES = ("history", "seeds", "topics", "prompts", "generate", "filter_shard", "dedup", "near_dedup", "decontaminate",
+                  "top_up")
 
 
 def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[str, Any]]], gate: dict[str, Any] | None,
@@ -46,8 +47,10 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
         found = results.get(stage) or []
         return found[0].get("stats", {}) if found else {}
 
-    generated = [m["stats"] for m in results.get("generate", [])]
-    filtered = [m["stats"] for m in results.get("filter_shard", [])]
+    top_up = stats("top_up")
+    rounds = top_up.get("round_stats", [])  # each top-up round generates and filters like one more shard
+    generated = [m["stats"] for m in results.get("generate", [])] + [r["generate"] for r in rounds]
+    filtered = [m["stats"] for m in results.get("filter_shard", [])] + [r["filter_stats"] for r in rounds]
     reasons: dict[str, int] = {}
     confusion: dict[str, dict[str, int]] = {}
     for m in filtered:
@@ -57,6 +60,7 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
             for lang, n in got.items():
                 confusion.setdefault(want, {})[lang] = confusion.get(want, {}).get(lang, 0) + n
     models = {(m["model"]["model"], m["model"].get("model_sha256")): m["model"] for m in generated if m.get("model")}
+    not_generated = sum(m.get("not_generated", 0) for m in generated)
     return {
         "corpus": spec.name,
         "run_id": run_id,
@@ -70,19 +74,34 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
         "seeds": stats("seeds"),
         "topics": stats("topics"),
         "decontamination": stats("decontaminate"),
+        "budget": budget_block(spec, generated),
         "diversity": diversity,
+        "history": {k: stats("history").get(k) for k in ("base_version", "published_rows", "full_rebuild", "measured_yield")},
         "counts": {
+            # documents: the new documents this run publishes (the spec's `documents`, unless short: see why)
+            "requested": spec.documents,
+            "documents": top_up.get("documents"),
+            "shortfall": top_up.get("shortfall"),
+            "shortfall_reason": top_up.get("shortfall_reason"),
+            "surplus": top_up.get("surplus"),
+            "top_up_rounds": top_up.get("rounds"),
+            "retired_prompts": stats("prompts").get("retired"),
+            "skipped_published_prompts": stats("prompts").get("skipped_published"),
             "seeds": stats("seeds").get("seeds"),
             "topics": stats("topics").get("topics"),
             "topics_kept": stats("topics").get("kept"),
             "prompts": stats("prompts").get("prompts"),
-            "generated": sum(m.get("rows", 0) for m in generated),
+            # prompts with a generation (including rows that failed validation); budget rows are not
+            "generated": sum(m.get("rows", 0) for m in generated) - not_generated,
+            "not_generated": not_generated,
             "filtered_out": reasons,
             "after_filters": sum(m.get("kept", 0) for m in filtered),
             "after_dedup": stats("dedup").get("kept"),
-            "near_duplicates": stats("near_dedup").get("removed", 0),
+            "exact_duplicates": stats("dedup").get("removed", 0) + sum(r["exact_duplicates"] for r in rounds),
+            "published_duplicates": stats("dedup").get("removed_published", 0) + stats("near_dedup").get("removed_published", 0),
+            "near_duplicates": stats("near_dedup").get("removed", 0) + sum(r["near_duplicates"] for r in rounds),
             "after_near_dedup": stats("near_dedup").get("kept"),
-            "contaminated": stats("decontaminate").get("removed", 0),
+            "contaminated": stats("decontaminate").get("removed", 0) + sum(r["contaminated"] for r in rounds),
             "prompt_tokens": sum(m.get("prompt_tokens", 0) for m in generated),
             "completion_tokens": sum(m.get("completion_tokens", 0) for m in generated),
             "generation_wall_s": round(sum(m.get("wall_s", 0.0) for m in generated), 3),
@@ -95,6 +114,30 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
         "language_confusion": confusion,
         "gate": gate,
         "provenance_columns": list(PROVENANCE_COLUMNS),
+    }
+
+
+BUDGET_TOTALS = ("completion_tokens", "prompt_tokens", "gpu_seconds", "cost_usd", "rows")
+
+
+def budget_block(spec: CorpusSpec, generated: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's generation budget: the spec's limits, what every shard spent (all attempts, summed over
+    shards), whether any shard stopped at a limit, the prompts left ungenerated and the limits reached."""
+    used = dict.fromkeys(BUDGET_TOTALS, 0.0)
+    for m in generated:
+        spent = (m.get("budget") or {}).get("spent") or {k: m.get(k, 0) for k in BUDGET_TOTALS}
+        for k in BUDGET_TOTALS:
+            used[k] += float(spent.get(k) or 0)
+    for k in ("completion_tokens", "prompt_tokens", "rows"):
+        used[k] = int(used[k])
+    used["gpu_seconds"], used["cost_usd"] = round(used["gpu_seconds"], 1), round(used["cost_usd"], 4)
+    reached = sorted({r for m in generated for r in (m.get("budget") or {}).get("reached") or []})
+    return {
+        "limits": spec.generation.budget.model_dump(),
+        "used": used,
+        "stopped_by_budget": any(m.get("stopped_by_budget") for m in generated),
+        "not_generated": sum(m.get("not_generated", 0) for m in generated),
+        "reached": reached,
     }
 
 

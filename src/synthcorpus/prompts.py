@@ -11,11 +11,9 @@ import math
 import random
 import re
 from dataclasses import dataclass
-from itertools import product
+from itertools import count, islice, product
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
     from .spec import CorpusSpec
@@ -105,13 +103,14 @@ class PlanItem:
     variant: int  # how many times the whole topic x combination space was used before this item
 
 
-def plan(spec: CorpusSpec, topic_ids: list[str]) -> list[PlanItem]:
-    """Balanced, deterministic plan over topics x (format, audience, language).
+def iter_plan(spec: CorpusSpec, topic_ids: list[str]) -> Iterator[PlanItem]:
+    """Balanced, deterministic, endless plan over topics x (format, audience, language).
 
     Item i takes topic i mod T and combination (i + k) mod C, where k counts completed lcm(T, C) periods:
     each period pairs every topic with C/g combinations (g = gcd(T, C)) and each shift k reaches pairs not
     seen before, so the T*C space is sampled without replacement until it is exhausted (then ``variant``
-    goes up). Topic and combination counts never differ by more than one within a period.
+    goes up). Topic and combination counts never differ by more than one within a period. Item i is the
+    same however many items are taken: a refresh continues the plan where the last version stopped.
     """
     if not topic_ids:
         raise ValueError("prompts: expected at least one kept topic, got none")
@@ -123,76 +122,124 @@ def plan(spec: CorpusSpec, topic_ids: list[str]) -> list[PlanItem]:
     n_topics, n_combos = len(topics), len(combos)
     period = math.lcm(n_topics, n_combos)
     space = n_topics * n_combos
-    items = []
-    for i in range(spec.documents):
+    for i in count():
         k = (i % space) // period
         fmt, aud, lang = combos[(i + k) % n_combos]
-        items.append(PlanItem(topics[i % n_topics], fmt, aud, lang, i // space))
-    return items
+        yield PlanItem(topics[i % n_topics], fmt, aud, lang, i // space)
+
+
+def plan(spec: CorpusSpec, topic_ids: list[str]) -> list[PlanItem]:
+    """The first ``spec.documents`` items of :func:`iter_plan`."""
+    return list(islice(iter_plan(spec, topic_ids), spec.documents))
+
+
+@dataclass
+class PromptCandidate:
+    """One item of the prompt plan, identified (``row["prompt_id"]``) but not rendered yet: a refresh skips
+    most candidates (published, retired) and renders only the prompts it generates."""
+
+    position: int  # index in the endless plan
+    row: dict[str, Any]
+    template: Template
+    variables: dict[str, Any]
+
+
+class PromptMatrix:
+    """The prompt plan of a spec over its seeds and topics, enumerated lazily from the first item."""
+
+    def __init__(self, spec: CorpusSpec, seed_rows: list[dict[str, Any]], topic_rows: list[dict[str, Any]],
+                 assignments: list[dict[str, Any]]):
+        self.spec = spec
+        self.templates = load_templates(spec)
+        self.env = environment(spec.template_dir)
+        self.seeds = {s["seed_id"]: s for s in seed_rows}
+        self.topics = {t["topic_id"]: t for t in topic_rows}
+        pools: dict[str, list[str]] = {}
+        for a in assignments:
+            if self.topics[a["topic_id"]]["kept"]:
+                pools.setdefault(a["topic_id"], []).append(a["seed_id"])
+        rng = random.Random(spec.prompts.seed)
+        for pool in pools.values():
+            pool.sort()
+            rng.shuffle(pool)
+        self.pools = pools
+        self._rng_state = rng.getstate()
+
+    @property
+    def topics_used(self) -> int:
+        return len(self.pools)
+
+    def fingerprint(self) -> str:
+        """What the plan's items depend on: when it changes, positions mean other prompts."""
+        key = {"prompts": self.spec.canonical()["prompts"], "generation_seed": self.spec.generation.seed,
+               "pools": self.pools, "templates": {"/".join(k): t.sha256 for k, t in sorted(self.templates.items())},
+               "seeds": sorted((k, hashlib.sha256(v["text"].encode()).hexdigest()[:16]) for k, v in self.seeds.items())}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+    def candidates(self) -> Iterator[PromptCandidate]:
+        spec, rng = self.spec, random.Random()
+        rng.setstate(self._rng_state)
+        used: dict[str, int] = {}
+        cue_counter: dict[tuple[str, str], int] = {}
+        for i, item in enumerate(iter_plan(spec, list(self.pools))):
+            topic = self.topics[item.topic_id]
+            pool = self.pools[item.topic_id]
+            seed = self.seeds[pool[used.get(item.topic_id, 0) % len(pool)]]
+            used[item.topic_id] = used.get(item.topic_id, 0) + 1
+            # Instruction seeds carry their own subject; naming a topic only helps outline and web seeds.
+            topic_in_prompt = seed["kind"] != "instruction" and rng.random() < spec.prompts.topic_probability
+            style_index = cue_counter.get((item.format, item.language), 0)
+            cue_counter[(item.format, item.language)] = style_index + 1
+            template = self.templates[(item.language, item.format)]
+            variables = {
+                "extract": seed["text"],  # truncated when rendered
+                "seed_kind": seed["kind"],
+                "topic": topic["label"] if topic_in_prompt else None,
+                "subject": seed.get("subject"),
+                "course": seed.get("course"),
+                "unit": seed.get("unit"),
+                "audience": item.audience,
+                "style_index": style_index,
+                "language": item.language,
+            }
+            inputs = {
+                "seed_id": seed["seed_id"], "topic_id": item.topic_id, "topic_in_prompt": topic_in_prompt,
+                "format": item.format, "audience": item.audience, "language": item.language,
+                "style_index": style_index, "variant": item.variant,
+            }
+            pid = prompt_id(template, inputs)
+            row = {
+                "prompt_id": pid,
+                "seed_id": seed["seed_id"],
+                "seed_kind": seed["kind"],
+                "topic_id": item.topic_id,
+                "topic": topic["label"],
+                "topic_in_prompt": topic_in_prompt,
+                "format": item.format,
+                "audience": item.audience,
+                "language": item.language,
+                "template": template.name,
+                "template_version": template.version,
+                "style_index": style_index,
+                "variant": item.variant,
+                "plan_position": i,
+                # Per-row sampling seed: stable per prompt, varied by the spec's generation seed.
+                "seed": (int(pid[:8], 16) ^ spec.generation.seed) & 0x7FFFFFFF,
+            }
+            yield PromptCandidate(i, row, template, variables)
+
+    def render(self, candidate: PromptCandidate) -> dict[str, Any]:
+        """The candidate's prompt row with its rendered prompt."""
+        variables = {**candidate.variables,
+                     "extract": truncate_tokens(candidate.variables["extract"], self.spec.prompts.extract_max_tokens)}
+        return {**candidate.row, "prompt": render(self.env, candidate.template, variables)}
 
 
 def build_rows(spec: CorpusSpec, seed_rows: list[dict[str, Any]], topic_rows: list[dict[str, Any]],
                assignments: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[tuple[str, str], Template], int]:
-    """The prompt rows of a corpus (ids, provenance, rendered prompt), the templates used and the number
-    of topics that received prompts: seeds of kept topics, spread over the plan of format x audience x language."""
-    templates = load_templates(spec)
-    env = environment(spec.template_dir)
-    seeds = {s["seed_id"]: s for s in seed_rows}
-    topics = {t["topic_id"]: t for t in topic_rows}
-    pools: dict[str, list[str]] = {}
-    for a in assignments:
-        if topics[a["topic_id"]]["kept"]:
-            pools.setdefault(a["topic_id"], []).append(a["seed_id"])
-    rng = random.Random(spec.prompts.seed)
-    for pool in pools.values():
-        pool.sort()
-        rng.shuffle(pool)
-    used: dict[str, int] = {}
-    cue_counter: dict[tuple[str, str], int] = {}
-    rows = []
-    for i, item in enumerate(plan(spec, list(pools))):
-        topic = topics[item.topic_id]
-        pool = pools[item.topic_id]
-        seed = seeds[pool[used.get(item.topic_id, 0) % len(pool)]]
-        used[item.topic_id] = used.get(item.topic_id, 0) + 1
-        # Instruction seeds carry their own subject; naming a topic only helps outline and web seeds.
-        topic_in_prompt = seed["kind"] != "instruction" and rng.random() < spec.prompts.topic_probability
-        style_index = cue_counter.get((item.format, item.language), 0)
-        cue_counter[(item.format, item.language)] = style_index + 1
-        template = templates[(item.language, item.format)]
-        variables = {
-            "extract": truncate_tokens(seed["text"], spec.prompts.extract_max_tokens),
-            "seed_kind": seed["kind"],
-            "topic": topic["label"] if topic_in_prompt else None,
-            "subject": seed.get("subject"),
-            "course": seed.get("course"),
-            "unit": seed.get("unit"),
-            "audience": item.audience,
-            "style_index": style_index,
-            "language": item.language,
-        }
-        inputs = {
-            "seed_id": seed["seed_id"], "topic_id": item.topic_id, "topic_in_prompt": topic_in_prompt,
-            "format": item.format, "audience": item.audience, "language": item.language,
-            "style_index": style_index, "variant": item.variant,
-        }
-        pid = prompt_id(template, inputs)
-        rows.append({
-            "prompt_id": pid,
-            "seed_id": seed["seed_id"],
-            "seed_kind": seed["kind"],
-            "topic_id": item.topic_id,
-            "topic": topic["label"],
-            "topic_in_prompt": topic_in_prompt,
-            "format": item.format,
-            "audience": item.audience,
-            "language": item.language,
-            "template": template.name,
-            "template_version": template.version,
-            "style_index": style_index,
-            "variant": item.variant,
-            # Per-row sampling seed: stable per prompt, varied by the spec's generation seed.
-            "seed": (int(pid[:8], 16) ^ spec.generation.seed) & 0x7FFFFFFF,
-            "prompt": render(env, template, variables),
-        })
-    return rows, templates, len(pools)
+    """The first ``spec.documents`` prompt rows of a corpus (ids, provenance, rendered prompt), the templates
+    used and the number of topics that received prompts: seeds of kept topics, spread over the plan of
+    format x audience x language."""
+    matrix = PromptMatrix(spec, seed_rows, topic_rows, assignments)
+    rows = [matrix.render(c) for c in islice(matrix.candidates(), spec.documents)]
+    return rows, matrix.templates, matrix.topics_used

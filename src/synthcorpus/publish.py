@@ -36,6 +36,57 @@ class PublishError(RuntimeError):
     pass
 
 
+class ManifestError(ValueError):
+    """A published version's manifest (or a file it lists) is unreadable or not what it says: a refresh that
+    built on it could silently drop or duplicate earlier documents, so it stops before generating anything."""
+
+
+_MANIFEST_KEYS = {"corpus": str, "version": str, "rows": int, "files": list}
+_FILE_KEYS = {"path": str, "rows": int, "bytes": int, "sha256": str}
+
+
+def read_manifest(uri: str, corpus: str | None = None) -> dict[str, Any]:
+    """A version's manifest, checked field by field (ManifestError naming the file and the field)."""
+    try:
+        manifest = storage.read_json(uri)
+    except FileNotFoundError:
+        raise ManifestError(f"{uri}: expected the manifest of a published version, found nothing") from None
+    except storage.StorageError as exc:
+        raise ManifestError(f"{uri}: expected a JSON manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{uri}: expected a JSON object")
+    for key, kind in _MANIFEST_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise ManifestError(f"{uri}: field '{key}': expected {kind.__name__}, got {manifest.get(key)!r:.60}")
+    if corpus is not None and manifest["corpus"] != corpus:
+        raise ManifestError(f"{uri}: field 'corpus': expected {corpus!r}, got {manifest['corpus']!r}")
+    for i, entry in enumerate(manifest["files"]):
+        for key, kind in _FILE_KEYS.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get(key), kind):
+                raise ManifestError(f"{uri}: field 'files[{i}].{key}': expected {kind.__name__}")
+    if sum(f["rows"] for f in manifest["files"]) != manifest["rows"]:
+        raise ManifestError(f"{uri}: field 'rows': expected the sum of files[].rows "
+                            f"({sum(f['rows'] for f in manifest['files'])}), got {manifest['rows']}")
+    return manifest
+
+
+def file_uri(versions_uri: str, manifest: dict[str, Any], entry: dict[str, Any]) -> str:
+    """Where a manifest's file lives: in its own version, or (``version`` set) in the earlier version that
+    published it -- a refresh references earlier data files instead of copying them."""
+    return join(versions_uri, entry.get("version") or manifest["version"], entry["path"])
+
+
+def check_files(manifest_uri: str, manifest: dict[str, Any]) -> None:
+    """Every data file a manifest lists exists with the size it records (cheap; ``verify_version`` re-hashes)."""
+    versions_uri = manifest_uri.rsplit("/", 2)[0]
+    for i, entry in enumerate(manifest["files"]):
+        uri = file_uri(versions_uri, manifest, entry)
+        found = storage.size(uri)
+        if found != entry["bytes"]:
+            raise ManifestError(f"{manifest_uri}: files[{i}] {uri}: expected {entry['bytes']} bytes, "
+                                + ("the file is missing" if found is None else f"found {found}"))
+
+
 def _size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
@@ -60,7 +111,7 @@ def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, 
         "task_categories": ["text-generation"],
         "tags": ["synthetic", "synthcorpus"],
         "size_categories": [_size_category(manifest["rows"])],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": DATA_FILES_PATTERN}]}],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_files(manifest)}]}],
     }
     model = lineage.get("model") or {}
     gate = lineage.get("gate") or {}
@@ -78,6 +129,8 @@ def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, 
         "| | |",
         "|---|---|",
         f"| documents | {manifest['rows']} |",
+        f"| new in this version | {manifest.get('new_rows', manifest['rows'])}"
+        + (f" (on top of version {manifest['base_version']}) |" if manifest.get("base_version") else " (first version) |"),
         f"| prompts | {counts.get('prompts')} |",
         f"| generated | {counts.get('generated')} |",
         f"| removed by filters | {json.dumps(counts.get('filtered_out'))} |",
@@ -96,13 +149,27 @@ def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, 
         "`lineage.json` records the spec, code version, model file hash, sampling parameters and template hashes;",
         "`manifest.json` lists every data file with its sha256 and row count.",
         "",
+        "Data files are listed relative to this version's folder; files published by an earlier version are",
+        "referenced in place (`../<version>/data/...`), not copied. From the corpus folder:",
+        "",
         "```python",
         "from datasets import load_dataset",
-        f'ds = load_dataset("parquet", data_files="{DATA_FILES_PATTERN}", split="train")',
+        f"files = {data_files(manifest)!r}",
+        'ds = load_dataset("parquet", data_files=files, split="train")',
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def data_files(manifest: dict[str, Any]) -> list[str] | str:
+    """The version's data files relative to its folder (the HF ``data_files`` of its dataset card): the
+    ``data/train-*.parquet`` pattern when it holds all of them, else every file, earlier versions' as
+    ``../<version>/data/...``."""
+    own = manifest["version"]
+    if all((f.get("version") or own) == own for f in manifest["files"]):
+        return DATA_FILES_PATTERN
+    return [f["path"] if (f.get("version") or own) == own else f"../{f['version']}/{f['path']}" for f in manifest["files"]]
 
 
 def conform(pa: Any, batch: Any, schema: Any) -> Any:
@@ -132,6 +199,8 @@ def release_event(corpus: str, run_id: str, marker: dict[str, Any]) -> dict[str,
         "run_id": run_id,
         "version": stats["version"],
         "rows": stats["rows"],
+        "new_rows": stats.get("new_rows", stats["rows"]),
+        "base_version": stats.get("base_version"),
         "files": stats["files"],
         "gate": stats["gate"],
         "version_uri": outputs["version"],
@@ -141,9 +210,12 @@ def release_event(corpus: str, run_id: str, marker: dict[str, Any]) -> dict[str,
 
 
 def verify_version(version_uri: str) -> dict[str, Any]:
-    """Re-hash every file of a published version against its manifest; raises PublishError on mismatch."""
+    """Re-hash every file of a published version (its own and those it references in earlier versions)
+    against its manifest; raises PublishError on mismatch."""
     manifest = storage.read_json(join(version_uri, MANIFEST))
+    versions_uri = version_uri.rstrip("/").rsplit("/", 1)[0]
     for f in manifest["files"]:
-        if storage.sha256(storage.join(version_uri, f["path"]))[1] != f["sha256"]:
-            raise PublishError(f"{version_uri}/{f['path']}: sha256 does not match manifest.json")
+        uri = file_uri(versions_uri, manifest, f)
+        if storage.sha256(uri)[1] != f["sha256"]:
+            raise PublishError(f"{uri}: sha256 does not match {join(version_uri, MANIFEST)}")
     return manifest

@@ -66,6 +66,15 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
+def size(uri: str) -> int | None:
+    """The size in bytes of a stored file, None if it does not exist."""
+    fs, path = _fs(uri)
+    try:
+        return int(fs.size(path))
+    except FileNotFoundError:
+        return None
+
+
 def write_json(uri: str, obj: Any) -> None:
     write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 

@@ -33,6 +33,19 @@ def _diversity_line(d: dict[str, Any] | None) -> str:
             f"\"{top['opening'][:40]}\"; prompt near-dup rate {p.get('near_duplicate_rate', 0):.1%}")
 
 
+def _budget_line(b: dict[str, Any] | None) -> str:
+    if not b:
+        return "budget      n/a"
+    limits = ", ".join(f"{k.removeprefix('max_')} {v}" for k, v in (b.get("limits") or {}).items() if v is not None)
+    u = b.get("used") or {}
+    used = (f"used {u.get('completion_tokens')} completion tokens, {u.get('gpu_seconds')} GPU-s, "
+            f"~${u.get('cost_usd')}")
+    if b.get("stopped_by_budget"):
+        return (f"budget      stopped by budget: {b.get('not_generated')} prompts not generated "
+                f"(reached {', '.join(b.get('reached') or []) or 'a limit'}; limits {limits}; {used})")
+    return f"budget      {'limits ' + limits if limits else 'unlimited'}; {used}"
+
+
 def _metrics_line(m: dict[str, Any] | None) -> str:
     if not m or "n_words_p50" not in m:
         return "metrics     n/a"
@@ -40,6 +53,20 @@ def _metrics_line(m: dict[str, Any] | None) -> str:
                        if f"{d}_max_share" in m)
     return (f"metrics     duplicate rate {m['duplicate_rate']:.1%}; words p05/p50/p95 {m['n_words_p05']:.0f}/"
             f"{m['n_words_p50']:.0f}/{m['n_words_p95']:.0f}; share per value: {shares}")
+
+
+def _documents_line(lineage: dict[str, Any]) -> str:
+    """requested / generated / published, what the run built on, and why any shortfall remains."""
+    c, h = lineage["counts"], lineage.get("history") or {}
+    base = (f"on top of {h['base_version']} ({h.get('published_rows')} published)" if h.get("base_version")
+            else ("full rebuild" if h.get("full_rebuild") else "first version"))
+    line = (f"documents   {c.get('documents')} new of {c.get('requested')} requested, {base}; "
+            f"{c.get('generated')} generated, {c.get('top_up_rounds') or 0} top-up round(s), "
+            f"{c.get('surplus') or 0} surplus set aside; {c.get('skipped_published_prompts') or 0} published prompts skipped, "
+            f"{c.get('retired_prompts') or 0} retired")
+    if c.get("shortfall"):
+        line += f"\n  SHORT     {c['shortfall']} fewer than requested: {c.get('shortfall_reason')}"
+    return line
 
 
 def format_summary(lineage: dict[str, Any], where: str | None) -> str:
@@ -52,16 +79,18 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
     lines = [
         f"corpus      {lineage['corpus']}   run {lineage['run_id']}",
         f"published   {where or 'NOTHING (gate failed)'}",
+        _documents_line(lineage),
         f"model       {model.get('model')} [{model.get('engine')}] "
         + (f"{model.get('model_file')} sha256 {str(model.get('model_sha256'))[:12]}" if model.get("model_sha256") else str(model.get("base_url") or "")),
         f"prompts     {c.get('prompts')} from {c.get('topics_kept')} kept topics of {c.get('topics')} ({c.get('seeds')} seeds)",
         f"generated   {generated} docs, {c.get('completion_tokens')} completion tokens + {c.get('prompt_tokens')} prompt tokens "
         f"in {c.get('generation_wall_s')}s (model load {c.get('model_load_s')}s); regenerated {c.get('regenerated')}, "
         f"gave up on {c.get('generation_failed')}; {c.get('gpu_seconds')} GPU-s, ~${c.get('cost_usd')}",
+        _budget_line(lineage.get("budget")),
         f"filters     pass {c.get('after_filters')}/{generated} ({_pct(c.get('after_filters') or 0, generated)}); removed: "
         + (", ".join(f"{k}={v}" for k, v in removed.items() if v) or "none"),
         f"dedup       {c.get('after_dedup')} docs after exact dedup, {c.get('after_near_dedup')} after MinHash near-dedup "
-        f"({c.get('near_duplicates')} near-duplicates)",
+        f"({c.get('near_duplicates')} near-duplicates; {c.get('published_duplicates') or 0} copies of published documents)",
         _decontam_line(lineage.get("decontamination")),
         "languages   " + ("; ".join(
             f"{want}: " + ", ".join(f"{n} detected {got}" for got, n in found.items())

@@ -57,9 +57,9 @@ def test_shipped_specs_parse_fast_without_heavy_imports(tmp_path):
     assert "synthcorpus_demo" in result["dags"]
     tasks = result["dags"]["synthcorpus_demo"]["tasks"]
     # One task per row of the stage table, nothing else.
-    assert tasks == sorted(["seeds", "topics", "prompts", "plan_shards", "generate", "filter_shard", "dedup",
-                            "minhash_signatures", "near_dedup",
-                            "decontaminate", "validate_shard", "quality_gate", "publish", "summary"])
+    assert tasks == sorted(["history", "seeds", "topics", "prompts", "plan_shards", "generate", "filter_shard", "dedup",
+                            "minhash_signatures", "near_dedup", "decontaminate", "top_up",
+                            "validate_shard", "quality_gate", "publish", "summary"])
     assert tasks == sorted(s.name for s in TABLE)
     assert result["heavy"] == [], f"imported at parse time: {result['heavy']}"
     assert result["parse_s"] < 1.0, f"parsing all DAG files took {result['parse_s']:.2f}s"
@@ -114,10 +114,11 @@ def test_tasks_get_pools_retries_and_timeouts_from_the_spec(tmp_path):
     write_spec(corpora, tiny_spec_dict(name="keywords", **{"topics.labeler": "keywords", "tasks.generate_timeout_s": 7200}))
     dags = parse_dags(tmp_path, corpora)["dags"]
     cpu = dags["synthcorpus_cpu"]["settings"]
-    assert cpu["generate"]["pool"] == cpu["topics"]["pool"] == "synthcorpus_cpu_generate"
-    assert {cpu[t]["pool"] for t in cpu if t not in ("generate", "topics")} == {"default_pool"}
+    # The tasks that run llama.cpp in-process: generate, topic labels, top-up rounds.
+    assert cpu["generate"]["pool"] == cpu["topics"]["pool"] == cpu["top_up"]["pool"] == "synthcorpus_cpu_generate"
+    assert {cpu[t]["pool"] for t in cpu if t not in ("generate", "topics", "top_up")} == {"default_pool"}
     assert {(v["retries"], v["retry_delay"]) for v in cpu.values()} == {(3, 5.0)}
-    assert {v["timeout"] for t, v in cpu.items() if t != "generate"} == {900.0}
+    assert {v["timeout"] for t, v in cpu.items() if t != "generate"} == {900.0}  # top_up: 9 rows need less
     assert cpu["generate"]["timeout"] == 600.0  # 4 rows x 48 tokens: the 10-minute floor
     assert cpu["publish"]["outlets"] == ["synthcorpus://cpu/latest"]
     keywords = dags["synthcorpus_keywords"]["settings"]

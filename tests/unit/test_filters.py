@@ -23,7 +23,7 @@ from synthcorpus.spec import HeuristicsSpec, QualitySpec, SpecError, parse_spec
 from synthcorpus.stages import filter_shard
 from synthcorpus.stages.contract import RunContext, execute
 from tests.conftest import tiny_spec_dict
-from tests.stagekit import given, given_plan
+from tests.stagekit import given, given_plan, given_history
 
 Q = QualitySpec(min_words=5, max_words=20, drop_truncated=True, refusal_phrases=["lorem ipsum"])
 PHRASES = refusal_phrases(Q)
@@ -401,12 +401,13 @@ def test_exact_dedup_across_shards_keeps_first(storage_uri):
     spec = parse_spec(tiny_spec_dict(**{"quality.min_words": 1}))
     run = RunContext.create(spec, "r")
     given_plan(run, 2)
+    given_history(run)  # a first version: nothing published to dedup against
     _shard(run, 0, [GOOD, "Another distinct document about rivers."])
     _shard(run, 1, [GOOD.upper() + "!!", "A third one, about clouds."])
     execute(run, "filter_shard", 1)  # the order the shards finish in does not matter: the plan's order does
     execute(run, "filter_shard", 0)
     result = execute(run, "dedup")
-    assert result["stats"] == {"input": 4, "kept": 3, "removed": 1}
+    assert result["stats"] == {"input": 4, "kept": 3, "removed": 1, "removed_in_run": 1, "removed_published": 0}
     kept = [r["prompt_id"] for u in result["outputs"]["documents"] for r in storage.read_parquet(u).to_pylist()]
     assert "shard-00000.parquet-0" in kept and "shard-00001.parquet-0" not in kept
 

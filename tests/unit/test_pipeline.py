@@ -145,12 +145,14 @@ def test_partial_shard_without_marker_is_regenerated(spec_path):
     assert len(engine.calls) == 14  # shard 0 (4 rows) generated again, others untouched
 
 
-def test_spec_changed_mid_run_is_refused(spec_path):
-    run_pipeline(spec_path, "r1", until="seeds")
+def test_a_generation_change_after_generation_is_refused(spec_path):
+    # Before generation, a changed spec re-plans (stage fingerprints); once shards are generated (paid for),
+    # changing what they used needs a new run id.
+    run_pipeline(spec_path, "r1", until="generate", engine=FakeEngine())
     data = yaml.safe_load(open(spec_path))
     data["generation"]["temperature"] = 0.1
     open(spec_path, "w").write(yaml.safe_dump(data))
-    with pytest.raises(SpecChangedError, match="changed since run r1 started"):
+    with pytest.raises(SpecChangedError, match="changed since run r1 started.*generation"):
         run_pipeline(spec_path, "r1", until="topics")
 
 

@@ -10,7 +10,7 @@ from synthcorpus.prompts import TemplateError, environment, load_template, plan,
 from synthcorpus.spec import AUDIENCES, FORMATS, LANGUAGES, parse_spec
 from synthcorpus.stages.contract import RunContext, execute
 from tests.conftest import tiny_spec_dict
-from tests.stagekit import given
+from tests.stagekit import given, given_history
 
 
 def _inputs(run, n_topics=4, seeds_per_topic=3, with_instructions=True):
@@ -36,6 +36,7 @@ def _inputs(run, n_topics=4, seeds_per_topic=3, with_instructions=True):
         storage.write_parquet(uri, pa.Table.from_pylist(rows))
     given(run, "seeds", {"seeds": uris[0]})
     given(run, "topics", {"topics": uris[1], "assignments": uris[2]})
+    given_history(run)
     return uris
 
 

@@ -56,8 +56,8 @@ def test_a_run_has_one_folder_per_stage_and_one_marker_per_stage_or_shard(tmp_pa
     run = RunContext.create(load_spec(spec_path), "r1")
     root = Path(run.layout.run_uri.removeprefix("file://"))
     folders = {p.name for p in root.iterdir() if p.is_dir()}
-    # One folder per stage and no other (summary's holds nothing but its marker).
-    assert folders == set(STAGES)
+    # One folder per stage and no other but the run's budget totals (summary's holds nothing but its marker).
+    assert folders == set(STAGES) | {Path(run.layout.budget_dir).name}
     n_shards = len(results(run, "plan_shards")[0]["shards"])
     assert n_shards == 3
     for stage in TABLE:

@@ -8,7 +8,10 @@ Rules, cheapest first (the first one broken names the row's ``filter_reason``):
 * the heuristics of :class:`~synthcorpus.spec.HeuristicsSpec` (Gopher, Rae et al. 2021): character bounds,
   hash/ellipsis per word, bullet and ellipsis lines, mean word length, share of alphabetic words, then the
   repetition rules (duplicate paragraphs and lines, top n-grams, duplicated n-grams);
-* ``wrong_language`` (language id, the most expensive), and ``generation_failed`` for rows the generator gave up on.
+* ``wrong_language`` (language id, the most expensive), and ``generation_failed`` for rows the generator gave up on;
+* ``not_generated_budget`` for prompts the generator never ran because the run's budget was spent
+  (``status=budget``): removed like the others but not filtered (never generated), so the gate's
+  filtered shares leave them out (see :func:`not_generated_rows`).
 
 Shards are streamed as Arrow record batches: one batch of rows is in memory at a time.
 """
@@ -87,6 +90,11 @@ DEFAULT_REFUSAL_PHRASES: dict[str, tuple[str, ...]] = {
     ),
 }
 OPENING_CHARS = 200
+# A row the generator never ran (the run's generation budget was spent) has this status and finish_reason;
+# the filters remove it with BUDGET_REASON. Not one of REASONS: it is not a filter outcome, and no
+# max_filtered_share_by_reason applies to it.
+BUDGET_STATUS = "budget"
+BUDGET_REASON = "not_generated_budget"
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)  # a \w character that is not a digit or underscore: a letter
@@ -194,6 +202,17 @@ def reason_names(heuristics: HeuristicsSpec | None = None) -> tuple[str, ...]:
     extra += [f"duplicated_{n}_n_grams" for n in sorted(heuristics.dup_ngram_char_frac or {})]
     extra = [r for r in extra if r not in REASONS]
     return REASONS[:-2] + tuple(extra) + REASONS[-2:] if extra else REASONS
+
+
+def not_generated_rows(filter_stats: Mapping[str, Any]) -> int:
+    """Rows of one ``filter_shard`` shard removed as never generated (budget). Its stats count one entry
+    per filter reason (:func:`reason_names`, which BUDGET_REASON is not part of) and every removed row:
+    the removed rows no filter reason accounts for are the budget's (a BUDGET_REASON count is used when
+    the stats carry one)."""
+    reasons = filter_stats.get("reasons") or {}
+    if BUDGET_REASON in reasons:
+        return int(reasons[BUDGET_REASON])
+    return max(0, int(filter_stats.get("removed", 0)) - sum(int(v) for v in reasons.values()))
 
 
 def heuristic_reason(text: str, h: HeuristicsSpec, words: list[str] | None = None) -> str | None:
@@ -363,13 +382,15 @@ def filter_batch(table: Any, quality: QualitySpec, phrases: Mapping[str, Sequenc
         text = text or ""
         words = _WORD.findall(text)
         detected = None
-        if text.strip() and lang and status != "failed":
+        if text.strip() and lang and status not in ("failed", BUDGET_STATUS):
             detected = detect(text)  # once per row: for the confusion counts and the wrong-language rule
             confusion.setdefault(lang, Counter())[detected[0]] += 1
         # Rows the generator gave up on (after max_attempts) are kept in its output so that every prompt
         # id appears exactly once; here they leave the corpus with their own reason.
         if status == "failed":
             reason = "generation_failed"
+        elif status == BUDGET_STATUS:
+            reason = BUDGET_REASON
         else:
             row = {"text": text, "finish_reason": finish, "language": lang}
             reason = _reason(row, quality, phrases, detected, words)

@@ -120,11 +120,13 @@ def run_metrics(spec: CorpusSpec, stage_stats: dict[str, Any], document_uris: li
                 profiles: list[dict[str, Any]]) -> tuple[dict[str, Any], Counter[str]]:
     """One row of run-level metrics (what the ``run_metrics`` expectations check) and the merged opening
     counts. ``stage_stats``: the stats of the ``filter_shard`` shards (a list), ``dedup``, ``near_dedup``
-    and ``decontaminate``, as their markers carry them."""
-    from .filters import reason_names
+    and ``decontaminate``, as their markers carry them. Prompts the run's budget left ungenerated are
+    neither generated nor filtered: they count in ``not_generated`` only."""
+    from .filters import not_generated_rows, reason_names
 
     markers = stage_stats["filter_shard"]
-    generated = sum(m.get("input", 0) for m in markers)
+    not_generated = sum(not_generated_rows(m) for m in markers)
+    generated = sum(m.get("input", 0) for m in markers) - not_generated
     filter_kept = sum(m.get("kept", 0) for m in markers)
     reasons: Counter[str] = Counter()
     matched = checked = 0
@@ -148,6 +150,7 @@ def run_metrics(spec: CorpusSpec, stage_stats: dict[str, Any], document_uris: li
     share = lambda n, d: round(n / d, 6) if d else 0.0  # noqa: E731
     metrics: dict[str, Any] = {
         "generated": generated,
+        "not_generated": not_generated,
         "documents": documents,
         "filtered_share": round(1 - documents / generated, 6) if generated else 1.0,
         **{f"filtered_share_{r}": share(reasons.get(r, 0), generated) for r in reason_names(spec.quality.heuristics)},

@@ -12,6 +12,7 @@ from .corpus import CorpusSpec, PublishSpec, StorageSpec
 from .generation import GenerationSpec, KubernetesSpec, OpenAISpec, VLLMSpec
 from .loading import SpecError, SpecProblem, discover, load_spec, parse_spec
 from .prompts import PromptsSpec
+from .refresh import RefreshSpec
 from .quality import (
     Bounds,
     DecontamReference,
@@ -49,7 +50,7 @@ __all__ = [
     "DEFAULT_TOPIC_DENY", "FORMATS", "GATE_COLUMNS", "GPU_GENERATE_POOL", "LANGUAGES",
     "REASONS", "STORAGE_ENV", "WORD_QUANTILES", "Audience", "Bounds", "CorpusSpec", "DecontamReference",
     "DecontamSpec", "Format", "GenerationSpec", "HeuristicsSpec", "KubernetesSpec", "Language", "NearDedupSpec",
-    "OpenAISpec", "PromptsSpec", "PublishSpec", "QualitySpec", "SampleSource", "SeedsSpec", "SpecError",
+    "OpenAISpec", "PromptsSpec", "PublishSpec", "QualitySpec", "RefreshSpec", "SampleSource", "SeedsSpec", "SpecError",
     "SpecProblem", "StorageSpec", "TasksSpec", "TopicsSpec", "UserExpectation", "VLLMSpec", "discover", "gate_columns",
     "load_spec", "parse_spec",
 ]

@@ -16,6 +16,7 @@ from .base import _Strict
 from .generation import GenerationSpec
 from .prompts import PromptsSpec
 from .quality import QualitySpec
+from .refresh import RefreshSpec
 from .seeds import SeedsSpec
 from .tasks import MIN_GENERATE_TIMEOUT_S, TasksSpec
 from .topics import TopicsSpec
@@ -42,7 +43,7 @@ class CorpusSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="corpus id: lowercase letters, digits, _")
     description: str = ""
     schedule: str | None = Field(default=None, description="cron expression or preset like @weekly; null = manual")
-    documents: int = Field(ge=1, le=100_000_000, description="number of prompts to generate")
+    documents: int = Field(ge=1, le=100_000_000, description="documents each run publishes (new documents per refresh)")
     seeds: SeedsSpec
     topics: TopicsSpec = TopicsSpec()
     prompts: PromptsSpec
@@ -51,6 +52,7 @@ class CorpusSpec(_Strict):
     storage: StorageSpec = StorageSpec()
     publish: PublishSpec = PublishSpec()
     tasks: TasksSpec = TasksSpec()
+    refresh: RefreshSpec = RefreshSpec()
 
     # Set by load_spec, not by the YAML.
     source_path: Path | None = Field(default=None, exclude=True)
@@ -91,11 +93,14 @@ class CorpusSpec(_Strict):
 
     def timeout_s(self, stage: str) -> float:
         """The Airflow ``execution_timeout`` of a stage's task (of one shard, for generate)."""
-        if stage != "generate":
+        if stage not in ("generate", "top_up"):
             return self.tasks.timeout_s
+        gen = self.generation
+        if stage == "top_up":  # every round in one task, in-process: at most documents prompts in all
+            worst = self.documents * gen.max_tokens * gen.max_attempts / gen.expected_tokens_per_s
+            return float(max(self.tasks.timeout_s, math.ceil(3 * worst + gen.expected_load_s)))
         if self.tasks.generate_timeout_s is not None:
             return self.tasks.generate_timeout_s
-        gen = self.generation
         worst = gen.rows_per_shard(self.documents) * gen.max_tokens * gen.max_attempts / gen.expected_tokens_per_s
         pod_start = gen.kubernetes.startup_timeout_s if gen.runner == "kubernetes" else 0  # waiting for a GPU node
         return float(max(MIN_GENERATE_TIMEOUT_S, math.ceil(3 * worst + gen.expected_load_s)) + pod_start)
@@ -105,6 +110,8 @@ class CorpusSpec(_Strict):
         in-process llama.cpp engine labels clusters; None (the default pool) otherwise."""
         if stage == "generate":
             return self.generation.pool_name
+        if stage == "top_up" and self.generation.engine == "llamacpp":  # top-up rounds generate in the task
+            return CPU_GENERATE_POOL
         if stage == "topics" and self.topics.labeler == "engine" and self.generation.engine == "llamacpp":
             return CPU_GENERATE_POOL
         return None

@@ -49,6 +49,21 @@ class KubernetesSpec(_Strict):
     deferrable: bool = True
 
 
+class BudgetSpec(_Strict):
+    """Run-wide limits on generation (every shard of the run counts; None = unlimited). When one is
+    reached, shards stop issuing requests: finished rows are kept, the rest are written with
+    ``status=budget`` (see ``synthcorpus.generation``). Checked at every checkpoint, so a running shard can
+    overshoot by at most one checkpoint (``checkpoint_rows`` rows or ``checkpoint_seconds``)."""
+
+    max_completion_tokens: int | None = Field(default=None, gt=0, description="completion tokens of every attempt of every shard")
+    max_cost_usd: float | None = Field(default=None, gt=0, description="estimated cost (GPU hours and tokens at the spec's prices)")
+    max_gpu_hours: float | None = Field(default=None, gt=0, description="GPU hours of the generation pods")
+
+    @property
+    def limited(self) -> bool:
+        return any(v is not None for v in (self.max_completion_tokens, self.max_cost_usd, self.max_gpu_hours))
+
+
 class GenerationSpec(_Strict):
     engine: Literal["llamacpp", "vllm", "openai"] = "llamacpp"
     runner: Literal["local", "kubernetes"] = Field(default="local", description="in-process task or one pod per shard")
@@ -78,6 +93,10 @@ class GenerationSpec(_Strict):
     checkpoint_seconds: float = Field(default=60.0, gt=0, description="... or every T seconds")
     max_attempts: int = Field(default=3, ge=1, le=20, description="generation attempts per row (refine loop)")
     cost_per_gpu_hour: float = Field(default=0.0, ge=0, description="for the cost estimate in lineage")
+    cost_per_million_tokens: float = Field(
+        default=0.0, ge=0, description="token-billed servers: price of a million prompt + completion tokens (cost estimate)"
+    )
+    budget: BudgetSpec = BudgetSpec()
     openai: OpenAISpec = OpenAISpec()
     vllm: VLLMSpec = VLLMSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
@@ -103,4 +122,11 @@ class GenerationSpec(_Strict):
     def _runner(self) -> GenerationSpec:
         if self.runner == "kubernetes" and self.engine == "llamacpp" and self.kubernetes.gpus_per_pod > 0:
             raise ValueError("expected engine 'vllm' or 'openai' for GPU pods (runner 'kubernetes'), got 'llamacpp'")
+        # A limit that can never be reached would let a run spend without bound while looking capped.
+        if self.budget.max_cost_usd is not None and not (self.cost_per_gpu_hour or self.cost_per_million_tokens):
+            raise ValueError("budget.max_cost_usd: expected cost_per_gpu_hour or cost_per_million_tokens > 0 "
+                             "(without a price the estimated cost stays 0)")
+        if self.budget.max_gpu_hours is not None and not (self.runner == "kubernetes" and self.kubernetes.gpus_per_pod > 0):
+            raise ValueError("budget.max_gpu_hours: expected runner 'kubernetes' with kubernetes.gpus_per_pod > 0 "
+                             "(local generation counts no GPU hours)")
         return self

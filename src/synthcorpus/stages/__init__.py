@@ -16,6 +16,7 @@ from . import (
     dedup,
     filter_shard,
     generate,
+    history,
     minhash_signatures,
     near_dedup,
     plan_shards,
@@ -24,6 +25,7 @@ from . import (
     quality_gate,
     seeds,
     summary,
+    top_up,
     topics,
     validate_shard,
 )
@@ -33,6 +35,7 @@ from . import (
 class Stage:
     module: ModuleType
     upstream: tuple[str, ...]  # the DAG tasks it runs after
+    shards_from: str = "plan_shards"  # mapped stages: the stage whose committed ``shards`` it expands over
 
     @property
     def name(self) -> str:
@@ -53,9 +56,10 @@ class Stage:
 
 
 TABLE: tuple[Stage, ...] = (
+    Stage(history, ()),
     Stage(seeds, ()),
     Stage(topics, ("seeds",)),
-    Stage(prompts, ("seeds", "topics")),
+    Stage(prompts, ("seeds", "topics", "history")),
     Stage(plan_shards, ("prompts",)),
     Stage(generate, ("plan_shards",)),
     Stage(filter_shard, ("generate",)),
@@ -63,11 +67,14 @@ TABLE: tuple[Stage, ...] = (
     Stage(minhash_signatures, ("dedup",)),
     Stage(near_dedup, ("dedup", "minhash_signatures")),
     Stage(decontaminate, ("near_dedup",)),
-    Stage(validate_shard, ("decontaminate",)),
-    Stage(quality_gate, ("decontaminate", "validate_shard")),
+    Stage(top_up, ("decontaminate",)),
+    Stage(validate_shard, ("top_up",), shards_from="top_up"),
+    Stage(quality_gate, ("top_up", "validate_shard")),
     Stage(publish, ("quality_gate",)),
     Stage(summary, ("publish",)),
 )
 STAGES: dict[str, Stage] = {s.name: s for s in TABLE}
-# Mapped stages expand over the shards this stage defines (its result's ``shards``).
+# Mapped stages expand over the shards this stage defines (its result's ``shards``), unless their row says
+# otherwise (``Stage.shards_from``).
 SHARDS_FROM = "plan_shards"
+SHARD_SOURCES = ("plan_shards", "top_up")

@@ -16,6 +16,22 @@ from .contract import RunContext, StageResult, result
 NAME = "decontaminate"
 READS = ("near_dedup",)
 MAPPED = False
+USES: tuple[str, ...] = ("quality.decontamination",)
+
+
+def fingerprint_inputs(run: RunContext, shard: int | None = None) -> dict[str, str | None]:
+    """Content hashes of the benchmark reference sets and the canary file."""
+    from .contract import file_sha256
+
+    cfg = run.spec.quality.decontamination
+    if cfg is None:
+        return {}
+    files = {f"quality.decontamination.references[{i}]": file_sha256(run.spec.resolve_uri(r.path))
+             for i, r in enumerate(cfg.references)}
+    if cfg.canaries:
+        files["quality.decontamination.canaries"] = file_sha256(run.spec.resolve_uri(cfg.canaries))
+    return files
+
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +42,13 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     because they are removed with the contaminated documents (or, if missed, dropped here all the same)."""
     import pyarrow as pa
 
-    from ..quality.decontam import FIELD, NgramIndex, decontaminate_shard, load_references, read_canaries, report
+    from ..quality.decontam import decontaminate_shard, read_canaries, report
 
     documents = result(run, "near_dedup")["outputs"]["documents"]
     cfg = run.spec.quality.decontamination
     if cfg is None:  # the near_dedup shards pass through unchanged
         return StageResult(NAME, {"documents": list(documents)}, {"skipped": True})
-    refs = load_references(
-        [{**r.model_dump(), "path": run.spec.resolve_uri(r.path)} for r in cfg.references], FIELD
-    )
-    index = NgramIndex(refs, n=cfg.ngram)
+    refs, index = reference_index(run)
     canaries = read_canaries(run.spec.resolve_uri(cfg.canaries)) if cfg.canaries else []
     outputs, stats_list, caught = [], [], set()
     for i, uri in enumerate(documents):
@@ -69,3 +82,12 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     log.info("decontamination: removed %d of %d documents; canaries caught %d/%d; %s",
              stats["removed"], stats["input"], len(caught), len(planted), by_benchmark)
     return StageResult(NAME, {"documents": outputs}, stats)
+
+
+def reference_index(run: RunContext):
+    """(the spec's benchmark reference sets, their n-gram index): what documents are checked against."""
+    from ..quality.decontam import FIELD, NgramIndex, load_references
+
+    cfg = run.spec.quality.decontamination
+    refs = load_references([{**r.model_dump(), "path": run.spec.resolve_uri(r.path)} for r in cfg.references], FIELD)
+    return refs, NgramIndex(refs, n=cfg.ngram)

@@ -1,9 +1,11 @@
-"""dedup: exact dedup across the whole run by normalized-text hash, a cheap first pass before MinHash.
+"""dedup: exact dedup by normalized-text hash, a cheap first pass before MinHash -- across the whole run and
+against every document the corpus already published (the base version's index, from ``history``).
 
-Reads every ``filter_shard`` shard; writes ``dedup/shard-N.parquet`` (one per shard, same indexes) and
-the dropped rows to ``dedup/removed.parquet``. Streams shard by shard and holds only the hashes in
-memory; the first occurrence (in shard order, then row order) is kept, so the result does not depend
-on task timing (``quality.dedup``).
+Reads every ``filter_shard`` shard and ``history``; writes ``dedup/shard-N.parquet`` (one per shard, same
+indexes) and the dropped rows to ``dedup/removed.parquet`` (``exact_duplicate`` within the run,
+``published_duplicate`` of an earlier version, with ``duplicate_of``). Streams shard by shard and holds only
+the hashes in memory; the first occurrence (in shard order, then row order) is kept, so the result does
+not depend on task timing (``quality.dedup``); the index is asked once for all the run's hashes.
 """
 
 from __future__ import annotations
@@ -14,33 +16,45 @@ from .. import storage
 from .contract import RunContext, StageResult, result, shards
 
 NAME = "dedup"
-READS = ("filter_shard",)
+READS = ("filter_shard", "history")
 MAPPED = False
+USES: tuple[str, ...] = ()  # the published index comes through history's marker
 
 
 def run(run: RunContext, shard: int | None = None) -> StageResult:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     from ..quality.dedup import first_occurrences
+    from .history import published_index
 
+    documents = {i: result(run, "filter_shard", i)["outputs"]["documents"] for i in shards(run)}
+    hashes = {i: storage.read_parquet(u).column("text_hash").to_pylist() if storage.parquet_rows(u) else []
+              for i, u in documents.items()}
+    published = published_index(run).exact_duplicates(sorted({h for hs in hashes.values() for h in hs}))
     seen: set[str] = set()
-    outputs, removed_total, kept_total = [], 0, 0
+    outputs, kept_total, removed_run, removed_published = [], 0, 0, 0
     removed_rows: list[dict[str, Any]] = []
-    for index in shards(run):
-        table = storage.read_parquet(result(run, "filter_shard", index)["outputs"]["documents"])
-        keep_mask = first_occurrences(table.column("text_hash").to_pylist() if table.num_rows else [], seen)
-        if table.num_rows:
-            mask = pa.array(keep_mask, pa.bool_())
-            removed = table.filter(pc.invert(mask)).to_pylist()
-            removed_rows.extend({**row, "filter_reason": "exact_duplicate"} for row in removed)
-            table = table.filter(mask)
+    for index, uri in documents.items():
+        table = storage.read_parquet(uri)
+        first = first_occurrences(hashes[index], seen)
+        old = [h in published for h in hashes[index]]
+        dropped = [i for i, (f, o) in enumerate(zip(first, old)) if o or not f]
+        for i, row in zip(dropped, table.take(pa.array(dropped, pa.int64())).to_pylist() if dropped else []):
+            if old[i]:  # a document an earlier version published: name it
+                removed_rows.append({**row, "filter_reason": "published_duplicate", "duplicate_of": published[row["text_hash"]]})
+                removed_published += 1
+            else:
+                removed_rows.append({**row, "filter_reason": "exact_duplicate", "duplicate_of": None})
+                removed_run += 1
+        if dropped:
+            table = table.filter(pa.array([f and not o for f, o in zip(first, old)], pa.bool_()))
         out = run.layout.shard(NAME, index)
         storage.write_parquet(out, table)
         outputs.append(out)
         kept_total += table.num_rows
-        removed_total += len(keep_mask) - table.num_rows
     if removed_rows:
         storage.write_parquet(run.layout.removed(NAME), pa.Table.from_pylist(removed_rows))
-    stats = {"input": kept_total + removed_total, "kept": kept_total, "removed": removed_total}
+    removed = removed_run + removed_published
+    stats = {"input": kept_total + removed, "kept": kept_total, "removed": removed,
+             "removed_in_run": removed_run, "removed_published": removed_published}
     return StageResult(NAME, {"documents": outputs}, stats)

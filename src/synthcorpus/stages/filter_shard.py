@@ -17,6 +17,8 @@ from .contract import RunContext, StageResult, result
 NAME = "filter_shard"
 READS = ("generate",)
 MAPPED = True
+USES: tuple[str, ...] = ("quality.min_words", "quality.max_words", "quality.drop_truncated", "quality.refusal_phrases",
+                         "quality.heuristics")
 BATCH_ROWS = 1024
 
 

@@ -12,6 +12,8 @@ from .contract import RunContext, StageResult, result
 NAME = "minhash_signatures"
 READS = ("dedup",)
 MAPPED = True
+USES: tuple[str, ...] = ("quality.near_dedup.ngram", "quality.near_dedup.bands", "quality.near_dedup.rows",
+                         "quality.near_dedup.seed")  # what the signatures depend on (MinHashParams.signature_key)
 
 
 def run(run: RunContext, shard: int | None) -> StageResult:

@@ -1,9 +1,12 @@
 """near_dedup: MinHash near-dedup across the run -- cluster every shard's signatures (LSH bands, pairs
 confirmed by estimated Jaccard, connected components) and keep the first document of each cluster in
-global (shard, row) order, so the result does not depend on how the run was sharded.
+global (shard, row) order, so the result does not depend on how the run was sharded -- and against every
+document the corpus already published (the base version's index, from ``history``): a near-copy of a
+published document is removed whatever its place in the run.
 
-Reads ``dedup`` shards and ``minhash_signatures``; writes ``near_dedup/shard-N.parquet``,
-``near_dedup/clusters.parquet`` (``dup_id``, ``keep_id``) and ``near_dedup/removed.parquet``.
+Reads ``dedup`` shards, ``minhash_signatures`` and ``history``; writes ``near_dedup/shard-N.parquet``,
+``near_dedup/clusters.parquet`` (``dup_id``, ``keep_id``) and ``near_dedup/removed.parquet``
+(``near_duplicate`` within the run, ``near_duplicate_published`` with the published ``duplicate_of``).
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from .. import storage
 from .contract import RunContext, StageResult, result, results
 
 NAME = "near_dedup"
-READS = ("dedup", "minhash_signatures")
+READS = ("dedup", "minhash_signatures", "history")
 MAPPED = False
+USES: tuple[str, ...] = ("quality.near_dedup",)
 
 
 def run(run: RunContext, shard: int | None = None) -> StageResult:
@@ -21,6 +25,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     import pyarrow.compute as pc
 
     from ..quality.minhash import MinHashParams, find_clusters
+    from .history import published_index
 
     documents = result(run, "dedup")["outputs"]["documents"]
     nd = run.spec.quality.near_dedup
@@ -28,28 +33,73 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         return StageResult(NAME, {"documents": list(documents)}, {"skipped": True})
     outputs = [run.layout.shard(NAME, i) for i in range(len(documents))]
     params = MinHashParams.from_spec(nd)
-    clusters = find_clusters([m["outputs"]["signatures"] for m in results(run, "minhash_signatures")], params)
+    signature_uris = [m["outputs"]["signatures"] for m in results(run, "minhash_signatures")]
+    clusters = find_clusters(signature_uris, params)
     keep_ids = [k for k, dups in clusters for _ in dups]
     dup_ids = [d for _, dups in clusters for d in dups]
     clusters_uri = run.layout.output(NAME, "clusters")
     storage.write_parquet(clusters_uri, pa.table({"dup_id": pa.array(dup_ids, pa.string()),
                                                   "keep_id": pa.array(keep_ids, pa.string())}))
     keep_of = dict(zip(dup_ids, keep_ids))
-    dups = pa.array(sorted(keep_of), pa.string())
+    published = published_near_duplicates(published_index(run), signature_uris, params)
+    published = {k: v for k, v in published.items() if k not in keep_of}
     removed_rows, total = [], 0
     for uri, out in zip(documents, outputs):
         table = storage.read_parquet(uri)
         total += table.num_rows
         if table.num_rows:
-            is_dup = pc.is_in(table.column("prompt_id"), value_set=dups)
-            removed_rows += [{**r, "filter_reason": "near_duplicate", "duplicate_of": keep_of[r["prompt_id"]]}
-                             for r in table.filter(is_dup).to_pylist()]
+            is_dup = pc.is_in(table.column("prompt_id"), value_set=pa.array(sorted(keep_of | published), pa.string()))
+            for r in table.filter(is_dup).to_pylist():
+                if r["prompt_id"] in keep_of:
+                    removed_rows.append({**r, "filter_reason": "near_duplicate", "duplicate_of": keep_of[r["prompt_id"]]})
+                else:
+                    removed_rows.append({**r, "filter_reason": "near_duplicate_published",
+                                         "duplicate_of": published[r["prompt_id"]][0],
+                                         "similarity": published[r["prompt_id"]][1]})
             table = table.filter(pc.invert(is_dup))
         storage.write_parquet(out, table)
     if removed_rows:
         storage.write_parquet(run.layout.removed(NAME), pa.Table.from_pylist(removed_rows))
     stats = {"input": total, "removed": len(removed_rows), "kept": total - len(removed_rows),
              "duplicate_rate": round(len(removed_rows) / total, 6) if total else 0.0,
-             "clusters": len(clusters), "duplicates": len(dup_ids), "threshold": round(params.threshold(), 4),
-             "params": params.to_dict()}
+             "clusters": len(clusters), "duplicates": len(dup_ids), "removed_published": len(published),
+             "threshold": round(params.threshold(), 4), "params": params.to_dict()}
     return StageResult(NAME, {"documents": outputs, "clusters": clusters_uri}, stats)
+
+
+QUERY_ROWS = 65_536  # new documents asked of the published index at a time (bounded memory)
+
+
+def published_near_duplicates(index, signature_uris: list[str], params) -> dict[str, tuple[str, float]]:
+    """prompt_id -> (published prompt_id it near-copies, estimated Jaccard) for the documents of the
+    signature files, asked of the index in blocks of QUERY_ROWS documents."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from ..quality.minhash import band_columns
+
+    out: dict[str, tuple[str, float]] = {}
+    if not index.names:
+        return out
+    columns = ["prompt_id", "n_shingles", *band_columns(params), "sig"]
+    block: list = []
+
+    def ask() -> None:
+        import pyarrow as pa
+
+        t = pa.Table.from_batches(block)
+        sig = pc.list_flatten(t.column("sig")).to_numpy().reshape(-1, params.num_perm)
+        bands = np.stack([t.column(c).to_numpy() for c in band_columns(params)], axis=1)
+        ids = t.column("prompt_id").to_pylist()
+        for row, match, jaccard in index.near_duplicates(sig, bands, t.column("n_shingles").to_numpy()):
+            out[ids[row]] = (match, round(float(jaccard), 4))
+        block.clear()
+
+    for uri in signature_uris:
+        for batch in storage.iter_batches(uri, columns, 8192):
+            block.append(batch)
+            if sum(b.num_rows for b in block) >= QUERY_ROWS:
+                ask()
+    if block:
+        ask()
+    return out

@@ -18,6 +18,9 @@ from .generate import work_unit
 NAME = "plan_shards"
 READS = ("prompts",)
 MAPPED = False
+# The work units embed these (the generation validator's part of quality: filters.reject_reason's rules).
+USES: tuple[str, ...] = ("generation", "quality.min_words", "quality.max_words", "quality.drop_truncated",
+                         "quality.refusal_phrases", "quality.heuristics")
 LOAD_SHARE_WARNING = 0.05
 
 log = logging.getLogger(__name__)
@@ -39,12 +42,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
             f"{n} prompts in shards of {wanted} would need {-(-n // wanted)} shards, more than Airflow's "
             f"[core] max_map_length ({map_limit}): shards grew to {rows} prompts each")
         log.warning("plan: %s", warnings[-1])
-    config = {
-        **spec.canonical()["generation"],
-        "quality": spec.canonical()["quality"],
-        "base_dir": str(spec.spec_dir),
-        "run_id": run.run_id,
-    }
+    config = unit_config(run)
     meta = {META_KEY: json.dumps(config).encode()}
     units = []
     for index, start in enumerate(range(0, n, rows)):
@@ -71,3 +69,19 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         log.warning("plan: %s", warnings[-1])
     log.info("plan: %d shards of <= %d prompts; expected load/generation share %.1f%%", len(units), rows, 100 * load_share)
     return StageResult(NAME, {"shards": units}, stats, shards=[u["index"] for u in units])
+
+
+def unit_config(run: RunContext) -> dict:
+    """The generation config every work unit of the run carries in its schema metadata (plan shards here,
+    top-up rounds in ``top_up``): a worker needs nothing else."""
+    spec, gen = run.spec, run.spec.generation
+    config = {
+        **spec.canonical()["generation"],
+        # Only what the generation validator checks (USES): gate or decontamination changes leave the plan as it is.
+        "quality": {k: v for k, v in spec.canonical()["quality"].items() if f"quality.{k}" in USES},
+        "base_dir": str(spec.spec_dir),
+        "run_id": run.run_id,
+        "budget": gen.budget.model_dump(),  # the run-wide limits (generation.budget)
+        "budget_dir": run.layout.budget_dir,  # where every shard keeps its running totals
+    }
+    return config

@@ -1,11 +1,16 @@
 """publish: write a gated run as a versioned, HF-datasets-compatible release, then switch ``latest``.
 
-Reads ``quality_gate`` (the documents it validated; refuses a failed gate); writes
-``versions/{version}/data/train-*.parquet``, ``README.md`` (dataset card), ``lineage.json``, then
-``manifest.json`` (the version's commit marker), then ``latest.json``. A reader that starts from
-``latest.json`` or from a manifest never sees a half-written version; a crash before the manifest leaves
-files that no pointer references. Re-running a committed publish is a no-op, so an old run never moves
-``latest`` back.
+A refresh publishes version N+1 = version N + the run's new documents: the new data files are written
+under ``versions/{version}/data/``, the manifest lists them and references (not copies) every data file
+of the base version; each version stays readable on its own from its manifest (sha256 per file).
+
+Reads ``quality_gate`` (the documents it validated; refuses a failed gate) and ``history`` (the base
+version: refuses if ``latest`` moved since the run started); writes ``versions/{version}/data/train-*.parquet``,
+the version's index segment (``index/{version}/``: what the next refresh dedups against, and the prompts to
+retry), ``README.md`` (dataset card), ``lineage.json``, then ``manifest.json`` (the version's commit
+marker), then ``latest.json``. A reader that starts from ``latest.json`` or from a manifest never sees a
+half-written version; a crash before the manifest leaves files that no pointer references. Re-running a
+committed publish is a no-op, so an old run never moves ``latest`` back.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import datetime as dt
 import logging
 
 from .. import storage
-from .contract import RunContext, StageResult, result
+from .contract import RunContext, StageResult, result, results
 
 NAME = "publish"
 # The gate's report names the documents; the other stages' results go into lineage.json.
-READS = ("quality_gate", "seeds", "topics", "prompts", "generate", "filter_shard", "dedup", "near_dedup", "decontaminate")
+READS = ("quality_gate", "history", "top_up", "minhash_signatures", "seeds", "topics", "prompts", "generate", "filter_shard",
+         "dedup", "near_dedup", "decontaminate")
 MAPPED = False
+USES: tuple[str, ...] = ("*",)  # lineage.json and the manifest record the whole spec
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
 
     from ..layout import data_file
     from ..publish import PUBLISHED_COLUMNS, PublishError, conform, dataset_card, rebatch
+    from .history import base as history_base
     from .quality_gate import write_run_lineage
 
     layout = run.layout
@@ -46,6 +54,8 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         log.info("version %s is published already: not rewriting it", run.version)
         newer = _newer_latest(layout.latest, manifest)
     else:
+        base = history_base(run)
+        _check_latest_is_base(layout, base)
         # Exactly the documents the gate validated, streamed batch by batch into files of rows_per_file.
         rows = {u: storage.parquet_rows(u) for u in gate["documents"]}
         sources = [u for u, r in rows.items() if r]
@@ -54,6 +64,8 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
             raise PublishError(f"{gate_marker['outputs']['report']}: expected at least one gated document to publish, found none")
         unified = pa.unify_schemas([storage.parquet_schema(u) for u in sources], promote_options="default")
         schema = pa.schema([unified.field(c) for c in PUBLISHED_COLUMNS if c in unified.names])
+        if base["version"]:
+            _check_schema(layout, base, schema)
         per_file = run.spec.publish.rows_per_file
         n_files = -(-n // per_file)
         files = []
@@ -69,24 +81,35 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
                         break
                     writer.write(batch)
             size, digest = storage.sha256(uri)  # hash what was stored, not what we meant to store
-            files.append({"path": rel, "rows": writer.rows, "bytes": size, "sha256": digest})
+            files.append({"path": rel, "rows": writer.rows, "bytes": size, "sha256": digest, "version": run.version})
+        # Earlier versions' files, referenced where they are (each entry names the version that holds it).
+        inherited = [{**f, "version": f.get("version") or base["version"]} for f in base["files"]]
+        segment = write_index_segment(run, gate["documents"])
+        retry = write_retry(run, base, gate["documents"])
         lineage = write_run_lineage(run, gate)
         manifest = {
             "corpus": run.spec.name,
             "version": run.version,
             "run_id": run.run_id,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "rows": n,
-            "files": files,
+            "rows": base["rows"] + n,
+            "new_rows": n,
+            "base_version": base["version"],
+            "files": inherited + files,
             "schema": {f.name: str(f.type) for f in schema},
             "spec_sha256": run.spec.spec_hash(),
             "gate": {"passed": gate["passed"], "override": gate.get("override")},
+            "index": {"segments": [*base["segments"], run.version], "documents": segment["documents"]},
+            "refresh": {"prompt_plan": plan_cursor(run), "yield": measured_yield(run), "retry": retry["uri"],
+                        "retry_prompts": retry["retry"], "retired_prompts": retry["retired"]},
         }
         storage.write_text(layout.dataset_card, dataset_card(run.spec, manifest, lineage))
         storage.write_json(layout.version_lineage, lineage)
         storage.write_json(manifest_uri, manifest)  # the version exists from here on
     gate_status = "passed" if manifest["gate"]["passed"] else "overridden"
-    stats = {"rows": manifest["rows"], "files": len(manifest["files"]), "version": run.version, "gate": gate_status}
+    stats = {"rows": manifest["rows"], "new_rows": manifest.get("new_rows", manifest["rows"]),
+             "base_version": manifest.get("base_version"), "files": len(manifest["files"]), "version": run.version,
+             "gate": gate_status}
     if newer is None:
         pointer = {"version": run.version, "manifest": manifest_uri, "uri": layout.version_uri(), "rows": manifest["rows"]}
         storage.write_json(layout.latest, pointer)
@@ -107,3 +130,136 @@ def _newer_latest(latest_uri: str, manifest: dict) -> str | None:
         return None
     current = storage.read_json(pointer["manifest"])
     return pointer["version"] if current["created_at"] >= manifest["created_at"] else None  # a tie: keep it
+
+
+def _check_latest_is_base(layout, base: dict) -> None:
+    """The run deduplicated against its base version: publishing on top of another would skip that check."""
+    current = storage.read_json(layout.latest)["version"] if storage.exists(layout.latest) else None
+    from ..publish import PublishError
+
+    if base["full_rebuild"] or current == base["version"]:
+        return
+    raise PublishError(
+        f"{layout.latest}: expected the latest version to be {base['version'] or 'none'} (this run's base, pinned in "
+        f"{layout.output('history', 'base')}), found {current}: the run's documents were not deduplicated against "
+        f"{current}; start a new run to build on it")
+
+
+def _check_schema(layout, base: dict, schema) -> None:
+    """Every file of a version has one schema: the new files must match the base version's."""
+    from ..publish import ManifestError
+
+    old = storage.read_json(base["manifest"]).get("schema") or {}
+    new = {f.name: str(f.type) for f in schema}
+    if old and old != new:
+        diff = sorted(set(old.items()) ^ set(new.items()))
+        raise ManifestError(f"{base['manifest']}: field 'schema': expected the new documents' columns {new}, the base "
+                            f"version has {old} (differs in {diff[:4]}); publish with full_rebuild")
+
+
+def write_index_segment(run: RunContext, document_uris: list[str]) -> dict:
+    """The version's segment of the published index: text hash and MinHash signature of every new document,
+    joined shard by shard from the published documents and the signature files that cover them."""
+    import pyarrow.compute as pc
+
+    from ..quality.minhash import MinHashParams, band_columns
+    from ..publish import PublishError
+    from ..quality.published_index import write_segment
+    from .top_up import round_signatures
+
+    params = MinHashParams.from_spec(run.spec.quality.near_dedup)
+    signature_uris = [m["outputs"]["signatures"] for m in results(run, "minhash_signatures")]
+    signature_uris += round_signatures(result(run, "top_up"))
+    sig_columns = ["prompt_id", "n_shingles", *band_columns(params), "sig"]
+
+    def batches():
+        for docs_uri, sig_uri in zip(document_uris, signature_uris):
+            docs = storage.read_parquet(docs_uri).select(["prompt_id", "text_hash"])
+            if not docs.num_rows:
+                continue
+            sig = storage.read_parquet(sig_uri).select(sig_columns)
+            at = pc.index_in(docs.column("prompt_id"), value_set=sig.column("prompt_id"))
+            if at.null_count:
+                raise PublishError(f"{sig_uri}: expected a MinHash signature for each of the {docs.num_rows} documents "
+                                   f"of {docs_uri}, {at.null_count} have none")
+            sig = sig.take(at)
+            for name in ("text_hash",):
+                sig = sig.append_column(name, docs.column(name))
+            yield sig.select(["prompt_id", "text_hash", *sig_columns[1:]]).combine_chunks()
+
+    return write_segment(run.layout.index_root, run.version, batches(), params)
+
+
+def plan_cursor(run: RunContext) -> dict:
+    """Where the next refresh continues the prompt plan: after every plan item this run took (its prompts
+    and the reserve prompts its top-up rounds used)."""
+    prompts = result(run, "prompts")
+    plan = dict(prompts["stats"]["prompt_plan"])
+    used = sum(r["prompts"] for r in result(run, "top_up")["stats"].get("round_stats", []))
+    if used:
+        reserve = storage.read_parquet(prompts["outputs"]["reserve"]).slice(0, used).column("plan_position").to_pylist()
+        first_plan_row = max(0, prompts["stats"]["retry_rows"] - prompts["stats"]["prompts"])  # retries come first
+        plan["cursor"] = max([plan["cursor"], *[p + 1 for p in reserve[first_plan_row:]]])
+    return {"fingerprint": plan["fingerprint"], "cursor": plan["cursor"]}
+
+
+def measured_yield(run: RunContext) -> float | None:
+    """Clean documents per generated prompt in this run (before the surplus was set aside): what the next
+    refresh provisions prompts by."""
+    top_up = result(run, "top_up")["stats"]
+    if not top_up.get("generated"):
+        return None
+    return round((top_up["documents"] + top_up["surplus"]) / top_up["generated"], 4)
+
+
+def write_retry(run: RunContext, base: dict, document_uris: list[str]) -> dict:
+    """The prompts this version tried and did not publish, with their failure counts, plus the base version's
+    retries this run did not get to and every retired prompt. Prompts the budget left ungenerated and surplus
+    documents set aside by top_up do not count as failures."""
+    import pyarrow as pa
+
+    from .prompts import RETRY_COLUMNS
+
+    retire_after = run.spec.refresh.retire_after_failures
+    prompts = result(run, "prompts")["outputs"]
+    used = sum(r["prompts"] for r in result(run, "top_up")["stats"].get("round_stats", []))
+    tried = storage.read_parquet(prompts["prompts"]).to_pylist()
+    tried += storage.read_parquet(prompts["reserve"]).slice(0, used).to_pylist() if used else []
+    published = {p for u in document_uris for p in storage.read_parquet(u).column("prompt_id").to_pylist()}
+    not_failed = _not_generated(run) | _surplus(run)
+    old = {r["prompt_id"]: r for r in storage.read_parquet(base["retry"]).to_pylist()} if base.get("retry") else {}
+    out: dict[str, dict] = {}
+    for row in tried:
+        pid = row["prompt_id"]
+        if pid in published:
+            continue
+        failures = old.get(pid, {}).get("failures", 0) + (0 if pid in not_failed else 1)
+        out[pid] = {**{k: v for k, v in row.items() if k not in RETRY_COLUMNS}, "failures": failures}
+    for pid, row in old.items():  # retired ones stay retired; retries not reached stay pending
+        out.setdefault(pid, row)
+    uri = run.layout.retry(run.version)
+    rows = sorted(out.values(), key=lambda r: (r["plan_position"], r["prompt_id"]))
+    storage.write_parquet(uri, pa.Table.from_pylist(rows) if rows else pa.table({"prompt_id": pa.array([], pa.string()),
+                                                                                 "failures": pa.array([], pa.int64()),
+                                                                                 "plan_position": pa.array([], pa.int64())}))
+    retired = sum(r["failures"] >= retire_after for r in rows)
+    return {"uri": uri, "retry": len(rows) - retired, "retired": retired}
+
+
+def _not_generated(run: RunContext) -> set[str]:
+    """Prompt ids the run's budget left ungenerated (status ``budget``), top-up rounds included."""
+    import pyarrow.compute as pc
+
+    uris = [m["outputs"]["shard"] for m in results(run, "generate")]
+    uris += [r["generate_output"] for r in result(run, "top_up")["stats"].get("round_stats", []) if r.get("generate_output")]
+    out: set[str] = set()
+    for uri in uris:
+        t = storage.read_parquet(uri)
+        if t.num_rows and "status" in t.column_names:
+            out.update(t.filter(pc.equal(t.column("status"), "budget")).column("prompt_id").to_pylist())
+    return out
+
+
+def _surplus(run: RunContext) -> set[str]:
+    uri = result(run, "top_up")["outputs"].get("surplus")
+    return set(storage.read_parquet(uri).column("prompt_id").to_pylist()) if uri else set()

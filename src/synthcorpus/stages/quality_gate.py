@@ -3,7 +3,8 @@ into one row of run metrics, validates it against the ``run_metrics`` expectatio
 combines it with every shard's ``documents`` expectations into one report.
 
 Reads ``validate_shard`` (running any shard not committed yet), the stats of ``filter_shard``,
-``dedup``, ``near_dedup`` and ``decontaminate``, and ``prompts``' diversity report; writes
+``dedup``, ``near_dedup``, ``decontaminate`` and ``top_up`` (its rounds filter, dedup and decontaminate too),
+and ``prompts``' diversity report; writes
 ``quality_gate/report.json``, ``validation.json``, ``report.html``, ``diversity.json``, one Data Docs site
 (``quality_gate/data_docs/``) and the run's ``lineage.json``. A failed gate keeps a quarantine copy of
 the report and raises :class:`GateFailed` -- nothing is committed, nothing can be published -- unless
@@ -25,8 +26,17 @@ from .contract import RunContext, StageResult, execute, result, results, shards,
 
 NAME = "quality_gate"
 # The run metrics' inputs, and (for lineage.json of a failed run) every stage before the gate.
-READS = ("validate_shard", "filter_shard", "dedup", "near_dedup", "decontaminate", "prompts", "seeds", "topics", "generate")
+READS = ("validate_shard", "top_up", "filter_shard", "dedup", "near_dedup", "decontaminate", "prompts", "seeds", "topics",
+         "generate", "history")
 MAPPED = False
+# The release suite (quality.release.release_checks) and the run metrics (run_metrics).
+USES: tuple[str, ...] = (
+    "name", "prompts.formats", "prompts.audiences", "prompts.languages", "quality.min_words", "quality.max_words",
+    "quality.heuristics", "quality.min_documents", "quality.max_filtered_share", "quality.max_filtered_share_by_reason",
+    "quality.max_duplicate_rate", "quality.max_contaminated", "quality.decontamination.canaries",
+    "quality.min_language_match_rate", "quality.word_quantiles", "quality.max_share", "quality.min_share",
+    "quality.max_opening_share", "quality.expectations",
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +50,15 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     from .validate_shard import suite_name
 
     layout = run.layout
-    documents = result(run, "decontaminate")["outputs"]["documents"]
-    for index in shards(run):  # normally committed by the mapped validate_shard tasks already: then a no-op
+    documents = result(run, "top_up")["outputs"]["documents"]
+    for index in shards(run, "validate_shard"):  # normally committed by the mapped validate_shard tasks: a no-op
         execute(run, "validate_shard", index)
     # One dict per shard: its result file (expectations, profile, gx_files), stats (rows, passed) and
     # outputs (validation, source), its index and its name.
     shard_results = [{**storage.read_json(m["outputs"]["result"]), **m["stats"], **m["outputs"], "index": m["shard"],
                       "shard": shard_name(m["shard"])} for m in results(run, "validate_shard")]
     checks = release_checks(run.spec)
-    stage_stats = {"filter_shard": [m["stats"] for m in results(run, "filter_shard")],
-                   **{s: stats(run, s) for s in ("dedup", "near_dedup", "decontaminate")}}
+    stage_stats = quality_stats(run)
     metrics, openings = run_metrics(run.spec, stage_stats, documents, [s["profile"] for s in shard_results])
     write_diversity(run, openings)
     include = {rel: storage.read_bytes(layout.shard_dir("validate_shard", s["index"], rel))
@@ -89,6 +98,18 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         log.warning("quality gate FAILED but overridden (reason: %s): this run may be published", reason)
     return StageResult(NAME, {"report": report_uri, "data_docs": summary["data_docs"], "documents": list(documents)},
                        {"passed": report.passed, "override": summary["override"], **metrics})
+
+
+def quality_stats(run: RunContext) -> dict[str, Any]:
+    """The stats of the quality stages as the run metrics read them, top-up rounds included: each round's
+    filter counts as one more filter shard, its duplicates and contaminated documents add to the stages'."""
+    rounds = stats(run, "top_up").get("round_stats", [])
+    out: dict[str, Any] = {"filter_shard": [m["stats"] for m in results(run, "filter_shard")] + [r["filter_stats"] for r in rounds]}
+    for stage, key in (("dedup", "exact_duplicates"), ("near_dedup", "near_duplicates"), ("decontaminate", "contaminated")):
+        merged = dict(stats(run, stage))
+        merged["removed"] = merged.get("removed", 0) + sum(r[key] for r in rounds)
+        out[stage] = merged
+    return out
 
 
 def _copy_data_docs(report: Any, docs_uri: str) -> tuple[str | None, list[str]]:

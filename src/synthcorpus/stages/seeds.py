@@ -14,6 +14,20 @@ from .contract import RunContext, StageResult
 NAME = "seeds"
 READS: tuple[str, ...] = ()
 MAPPED = False
+USES: tuple[str, ...] = ("seeds",)
+
+
+def fingerprint_inputs(run: RunContext, shard: int | None = None) -> dict[str, str | None]:
+    """Content hashes of the seed files (outline, web samples, instructions)."""
+    from ..seeds import SOURCE_KINDS
+    from .contract import file_sha256
+
+    spec = run.spec
+    files = {"seeds.outline": file_sha256(spec.outline_path.as_uri())} if spec.outline_path is not None else {}
+    for name in SOURCE_KINDS:
+        if (source := getattr(spec.seeds, name)) is not None:
+            files[f"seeds.{name}"] = file_sha256(spec.resolve_uri(source.path))
+    return files
 
 
 def run(run: RunContext, shard: int | None = None) -> StageResult:

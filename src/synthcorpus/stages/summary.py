@@ -12,6 +12,7 @@ from .contract import RunContext, StageResult
 NAME = "summary"
 READS = ("publish",)
 MAPPED = False
+USES: tuple[str, ...] = ()  # the text comes from the published lineage
 
 log = logging.getLogger(__name__)
 

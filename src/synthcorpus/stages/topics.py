@@ -12,6 +12,18 @@ from .contract import RunContext, StageResult, result
 NAME = "topics"
 READS = ("seeds",)
 MAPPED = False
+USES: tuple[str, ...] = ("topics", "prompts.template_dir", "generation.engine", "generation.model", "generation.n_ctx",
+                         "generation.threads", "generation.seed", "generation.openai", "generation.vllm")
+
+
+def fingerprint_inputs(run: RunContext, shard: int | None = None) -> dict[str, str | None]:
+    """The cluster-labelling template's content hash, when the engine labels web seeds."""
+    from ..topics.labelling import LABEL_TEMPLATE
+    from .contract import file_sha256
+
+    if run.spec.seeds.web_samples is None or run.spec.topics.labeler != "engine":
+        return {}
+    return {f"prompts.template_dir/{LABEL_TEMPLATE}": file_sha256((run.spec.template_dir / LABEL_TEMPLATE).as_uri())}
 
 
 def run(run: RunContext, shard: int | None = None) -> StageResult:

@@ -2,7 +2,7 @@
 clean shard, plus a small profile of it (counts per format, audience, topic and language, the
 word-count histogram, opening counts) that the gate merges without reading documents again.
 
-Reads ``decontaminate/shard-N.parquet``; writes ``validate_shard/shard-N/result.json`` (expectations,
+Reads document shard N of ``top_up`` (decontaminated, trimmed to the requested count, plus top-up rounds); writes ``validate_shard/shard-N/result.json`` (expectations,
 profile), ``validate_shard/shard-N/validation.json`` and the GX result files under
 ``validate_shard/shard-N/gx/`` (rendered into the run's one Data Docs site by ``quality_gate``).
 """
@@ -17,8 +17,11 @@ from .. import storage
 from .contract import RunContext, StageResult, result
 
 NAME = "validate_shard"
-READS = ("decontaminate",)
+READS = ("top_up",)
 MAPPED = True
+# The release suite's ``documents`` checks (quality.release.release_checks) and the suite's name.
+USES: tuple[str, ...] = ("name", "prompts.formats", "prompts.audiences", "prompts.languages", "quality.min_words",
+                         "quality.max_words", "quality.expectations")
 PROFILE_BATCH = 2048
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,8 @@ def run(run: RunContext, shard: int | None) -> StageResult:
     from ..quality.release import profile_batches, release_checks
     from ..spec import GATE_COLUMNS
 
-    document_uri = result(run, "decontaminate")["outputs"]["documents"][shard]
+    top_up = result(run, "top_up")
+    document_uri = dict(zip(top_up["shards"], top_up["outputs"]["documents"]))[shard]
     name = shard_name(shard)
     checks = [c for c in release_checks(run.spec) if c.batch == "documents"]
     # One shard is bounded by the shard plan: read once, profiled batch by batch, validated by GX as one
