@@ -6,6 +6,9 @@ topic_extraction: see benchmarks/topics_bench.py (samples/s and peak memory at 1
 quality_throughput, gate_vs_pandas: see benchmarks/quality_bench.py (filter stage + MinHash vs datatrove's
 MinHash stages at 100k and 1M docs; the GX gate vs the same checks in pandas on 1M rows).
 
+refresh: see benchmarks/refresh_bench.py (10k new docs deduplicated against 0, 100k and 1M published ones
+through quality.published_index: time and peak memory side by side, recall).
+
 scheduler_throughput: see benchmarks/scheduler_bench.py (generate's tok/s on the real deployment vs
 `airflow dags test`, same spec).
 
@@ -82,6 +85,7 @@ MODULES = {
     "quality_throughput": ("quality_bench", "quality_throughput"),
     "gate_vs_pandas": ("quality_bench", "gate_vs_pandas"),
     "scheduler_throughput": ("scheduler_bench", "scheduler_throughput"),
+    "refresh": ("refresh_bench", "refresh"),
 }
 
 
@@ -99,6 +103,6 @@ def run(name: str) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "minhash", "topic_extraction",
-                             "quality_throughput", "gate_vs_pandas", "scheduler_throughput"]
+                             "quality_throughput", "gate_vs_pandas", "scheduler_throughput", "refresh"]
     for name in wanted:
         run(name)

@@ -75,16 +75,18 @@ def seaweedfs(tmp_path_factory):
 def airflow_stack(tmp_path_factory):
     """The deployment `make up` starts (synthcorpus.deploy.Stack) in a fresh AIRFLOW_HOME: its own PostgreSQL
     database, Celery queue and ports, so it never meets another run's; the corpus specs of
-    tests/integration/test_stack.py in its corpora folder. Yields (stack, corpora dir, base dir); stops
+    tests/integration/test_stack.py and test_stack_refresh.py in its corpora folder. Yields (stack, corpora dir, base dir); stops
     every process by PID and drops the database afterwards."""
     from synthcorpus.deploy import Stack, drop_database
     from tests.conftest import ROOT, write_spec
     from tests.integration.test_stack import stack_spec
+    from tests.integration.test_stack_refresh import refresh_spec
 
     base = tmp_path_factory.mktemp("stack")
     corpora = base / "corpora"
     corpora.mkdir()
     write_spec(corpora, stack_spec())
+    write_spec(corpora, refresh_spec())  # scheduled every minute, paused until its test unpauses it
     tag = f"{os.getpid()}_{random.randint(0, 999_999)}"
     api, worker_log, trigger_log = _ports(3)
     stack = Stack(

@@ -228,7 +228,7 @@ def test_rewrite_replaces_the_segment(root):
     assert index.segment("v1") == commit == storage.read_json(storage.join(root, "v1", "segment.json"))
     assert index.published_prompts(["x0", "x1", "y0"]) == {"y0"}
     names = sorted(u.rsplit("/v1/", 1)[1] for u in storage.list_files(storage.join(root, "v1")))
-    assert names == ["docs.parquet", "keys/part-00000.parquet", "keys/part-00001.parquet", "segment.json", "sigs.bin"]
+    assert names == ["docs.parquet", "keys/partition-00000.parquet", "keys/partition-00001.parquet", "segment.json", "sigs.bin"]
     index.verify()
 
 

@@ -9,7 +9,7 @@ This module knows nothing of the run layout: the caller says where ``root`` is a
 
 A segment::
 
-    {root}/{name}/keys/part-00000.parquet ..  kind int8, key uint64, doc int64; sorted by (kind, key, doc)
+    {root}/{name}/keys/partition-00000.parquet ..  kind int8, key uint64, doc int64; sorted by (kind, key, doc)
     {root}/{name}/docs.parquet                doc -> prompt_id, text_hash, n_shingles (row groups of 8192)
     {root}/{name}/sigs.bin                    doc -> MinHash signature: documents x num_perm uint32 (LE)
     {root}/{name}/segment.json                the commit, written last: params, partitions, documents,
@@ -72,7 +72,7 @@ class PublishedIndexError(ValueError):
 
 
 def partition_file(index: int) -> str:
-    return f"keys/part-{index:05d}.parquet"
+    return f"keys/partition-{index:05d}.parquet"
 
 
 # ---------------------------------------------------------------------------------------------- keys
