@@ -33,7 +33,8 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     run_id = args.run_id or "cli__" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    run_pipeline(args.spec, run_id, until="publish")  # the summary is printed here, not logged by its task
+    params = {"full_rebuild": True} if args.full_rebuild else {}
+    run_pipeline(args.spec, run_id, params, until="publish")  # the summary is printed here, not logged by its task
     print(run_summary(spec, run_id))
     return 0
 
@@ -100,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="validate corpus spec files (exit 2 on any problem)")
     p.add_argument("specs", nargs="+")
     p.set_defaults(func=_validate)
-    p = sub.add_parser("run", help="run the whole pipeline in-process, without Airflow")
+    p = sub.add_parser("run", help="run the whole pipeline in-process, without Airflow (a refresh of the latest version)")
     p.add_argument("spec")
     p.add_argument("--run-id")
+    p.add_argument("--full-rebuild", action="store_true", help="build the version from nothing, not on the latest one")
     p.set_defaults(func=_run)
     p = sub.add_parser("summary", help="one-screen summary of the latest version (or of --run-id)")
     p.add_argument("spec")

@@ -3,7 +3,7 @@
 Every pod runs ``synthcorpus.stages.generate.run_unit``: the same ``produce`` and marker as the in-process task::
 
     python -m synthcorpus.worker generate --input <plan shard> --output <shard> --parts <checkpoints> \
-        --marker <commit marker> --shard <index>
+        --marker <commit marker> --shard <index> [--budget-entry <running totals>]
 
 in the generator image (``include/k8s/Dockerfile``), so a plan shard plus shared storage (``s3://``) is
 all a pod needs. Credentials never appear here: each name in ``generation.kubernetes.secrets`` becomes an
@@ -216,7 +216,9 @@ def pod_shard_kwargs(
             f"{LABEL_PREFIX}/output": out_uri,
         },
         "arguments": ["generate", "--input", in_uri, "--output", out_uri, "--parts", parts_uri, "--marker", marker_uri,
-                      "--shard", str(index)],
+                      "--shard", str(index)]
+        # The shard's running totals, which every other shard sums for the run-wide budget.
+        + (["--budget-entry", _check_uri(str(shard["budget_entry"]), "budget_entry")] if shard.get("budget_entry") else []),
         "env_vars": pod_env(spec, environ),
     }
 

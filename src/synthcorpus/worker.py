@@ -1,6 +1,6 @@
 """Worker entrypoint, the same for an in-process Airflow task and a Kubernetes pod:
 
-    python -m synthcorpus.worker generate --input URI --output URI --parts URI --marker URI --shard N
+    python -m synthcorpus.worker generate --input URI --output URI --parts URI --marker URI --shard N [--budget-entry URI]
 
 It runs one ``generate`` work unit under the stage completion protocol (``synthcorpus.stages.generate``).
 """
@@ -25,11 +25,12 @@ def main(argv: list[str] | None = None) -> dict:
     gen.add_argument("--parts", required=True, help="URI of the shard's checkpoint parts folder")
     gen.add_argument("--marker", required=True, help="URI of the shard's commit marker (JSON)")
     gen.add_argument("--shard", required=True, type=int, help="the shard index")
+    gen.add_argument("--budget-entry", default=None, help="URI of the shard's running totals (the run-wide budget)")
     args = parser.parse_args(argv)
     from .stages.generate import run_unit
 
     return run_unit({"index": args.shard, "input": args.input, "output": args.output, "parts": args.parts,
-                     "marker": args.marker})
+                     "marker": args.marker, "budget_entry": args.budget_entry})
 
 
 if __name__ == "__main__":

@@ -61,9 +61,11 @@ def test_tiny_corpus_runs_end_to_end(airflow_env):
     lineage = json.loads((version / "lineage.json").read_text())
     table = pq.read_table(version / "data")
     # Published rows, manifest, lineage and the run's own lineage.json agree.
-    assert table.num_rows == manifest["rows"] == latest["rows"] == lineage["counts"]["after_dedup"] > 0
+    assert table.num_rows == manifest["rows"] == latest["rows"] == lineage["counts"]["documents"] > 0
     assert lineage == json.loads((corpus / "runs" / "e2e-1" / "lineage.json").read_text())
-    assert lineage["counts"]["prompts"] == lineage["counts"]["generated"] == 9
+    # 9 prompts for 9 documents (the tiny spec's yield 1.0); top-up rounds generate more when rows are dropped.
+    assert lineage["counts"]["prompts"] == 9 and lineage["counts"]["generated"] >= 9
+    assert lineage["counts"]["documents"] + (lineage["counts"]["shortfall"] or 0) == 9
     assert lineage["model"]["model_file"].endswith(".gguf") and len(lineage["model"]["model_sha256"]) == 64
     assert lineage["sampling"]["max_tokens"] == 40
     assert set(table.column("run_id").to_pylist()) == {"e2e-1"}
@@ -72,17 +74,19 @@ def test_tiny_corpus_runs_end_to_end(airflow_env):
     # OpenLineage: the provider wrote START and COMPLETE events for every task of this run.
     events = [json.loads(line) for line in (base / "airflow" / "openlineage" / "events.jsonl").read_text().splitlines()]
     jobs = Counter((e["eventType"], e["job"]["name"]) for e in events if e["job"]["name"].startswith("synthcorpus_tiny."))
-    for task in ("seeds", "topics", "prompts", "plan_shards", "dedup", "quality_gate", "publish", "summary"):
+    for task in ("history", "seeds", "topics", "prompts", "plan_shards", "dedup", "top_up", "quality_gate", "publish", "summary"):
         assert jobs[("START", f"synthcorpus_tiny.{task}")] == 1, task
         assert jobs[("COMPLETE", f"synthcorpus_tiny.{task}")] == 1, task
     shards = len(list((corpus / "runs" / "e2e-1" / "plan_shards").glob("shard-*.parquet")))
     assert shards == 3
     assert jobs[("COMPLETE", "synthcorpus_tiny.generate")] == shards
     assert jobs[("COMPLETE", "synthcorpus_tiny.filter_shard")] == shards
-    # The gate validated each document shard in its own mapped task, then the run metrics.
-    assert jobs[("COMPLETE", "synthcorpus_tiny.validate_shard")] == shards
+    # The gate validated each document shard (the plan's, plus one per top-up round) in its own mapped task,
+    # then the run metrics.
+    documents = shards + lineage["counts"]["top_up_rounds"]
+    assert jobs[("COMPLETE", "synthcorpus_tiny.validate_shard")] == documents
     report = json.loads((corpus / "runs" / "e2e-1" / "quality_gate" / "report.json").read_text())
-    assert [s["shard"] for s in report["shards"]] == [f"shard-{i:05d}" for i in range(shards)]
+    assert [s["shard"] for s in report["shards"]] == [f"shard-{i:05d}" for i in range(documents)]
     assert report["metrics"]["documents"] == table.num_rows and "n_words_p50" in report["metrics"]
 
     # Re-running the same run name skips committed shards and republishes nothing new.

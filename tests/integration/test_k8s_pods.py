@@ -157,7 +157,7 @@ def test_command_runs_the_worker_on_the_shard(pod):
     (c,) = pod["spec"]["containers"]
     assert c["command"] + c["args"] == [
         "python", "-m", "synthcorpus.worker", "generate", "--input", SHARD["input"], "--output", SHARD["output"],
-        "--parts", SHARD["parts"], "--marker", SHARD["marker"], "--shard", "7",
+        "--parts", SHARD["parts"], "--marker", SHARD["marker"], "--shard", "7", "--budget-entry", SHARD["budget_entry"],
     ]
 
 

@@ -180,3 +180,24 @@ def test_a_broken_history_fails_before_anything_is_generated(spec_path, damage, 
         refresh(spec_path, "v2", engine)
     assert engine.calls == []
     assert json.dumps(storage.read_json(RunContext.create(load_spec(spec_path), "v1").layout.latest)).count("v1")
+
+
+def test_new_seeds_yield_new_prompts_and_nothing_published_comes_back(tmp_path, storage_uri):
+    from tests.conftest import INCLUDE
+
+    outline = tmp_path / "outline.yaml"
+    outline.write_text((INCLUDE / "seeds" / "demo_outline.yaml").read_text())
+    spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=8, **{"seeds.outline": str(outline)})))
+    v1 = refresh(spec_path, "v1", FakeEngine())
+    data = yaml.safe_load(outline.read_text())
+    data["subjects"][0]["units"].append({"title": "Coral reefs", "description": "Tiny animals called polyps build "
+                                         "reefs of limestone that shelter a quarter of all sea life."})
+    outline.write_text(yaml.safe_dump(data))
+    v2 = refresh(spec_path, "v2", FakeEngine())
+    # The plan changed (a new topic): scanned from its start, skipping whatever ids v1 published.
+    assert v2["prompts"]["stats"]["prompt_plan"]["start"] == 0 and v1["prompts"]["stats"]["prompt_plan"]["cursor"] == 8
+    old = published(v1["publish"]["outputs"]["version"])
+    rows = published(v2["publish"]["outputs"]["version"])
+    new = rows[len(old):]
+    assert len(new) == 8 and not {r["prompt_id"] for r in old} & {r["prompt_id"] for r in new}
+    assert "Coral reefs" in {r["topic"] for r in new}

@@ -166,8 +166,8 @@ def _exact(run: RunContext, table: Any, earlier: list[str]) -> tuple[Any, list[d
 
     from .history import published_index
 
-    seen = {h for m in results(run, "filter_shard") for h in storage.read_parquet(m["outputs"]["documents"]).column("text_hash").to_pylist()}
-    seen |= {h for u in earlier[len(shards(run)):] for h in storage.read_parquet(u).column("text_hash").to_pylist()}
+    uris = [m["outputs"]["documents"] for m in results(run, "filter_shard")] + earlier[len(shards(run)):]
+    seen = {h for u in uris for b in storage.iter_batches(u, ["text_hash"], 65536) for h in b.column(0).to_pylist()}
     hashes = table.column("text_hash").to_pylist() if table.num_rows else []
     published = published_index(run).exact_duplicates(sorted(set(hashes)))
     keep, dropped, local = [], [], set()
