@@ -96,11 +96,12 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
             "not_generated": not_generated,
             "filtered_out": reasons,
             "after_filters": sum(m.get("kept", 0) for m in filtered),
-            "after_dedup": stats("dedup").get("kept"),
+            # the main round's stage counts plus each top-up round's (filtered -> exact -> near -> decontaminated)
+            "after_dedup": _plus(stats("dedup").get("kept"), sum(r["kept"] + r["near_duplicates"] + r["contaminated"] for r in rounds)),
             "exact_duplicates": stats("dedup").get("removed", 0) + sum(r["exact_duplicates"] for r in rounds),
             "published_duplicates": stats("dedup").get("removed_published", 0) + stats("near_dedup").get("removed_published", 0),
             "near_duplicates": stats("near_dedup").get("removed", 0) + sum(r["near_duplicates"] for r in rounds),
-            "after_near_dedup": stats("near_dedup").get("kept"),
+            "after_near_dedup": _plus(stats("near_dedup").get("kept"), sum(r["kept"] + r["contaminated"] for r in rounds)),
             "contaminated": stats("decontaminate").get("removed", 0) + sum(r["contaminated"] for r in rounds),
             "prompt_tokens": sum(m.get("prompt_tokens", 0) for m in generated),
             "completion_tokens": sum(m.get("completion_tokens", 0) for m in generated),
@@ -115,6 +116,10 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
         "gate": gate,
         "provenance_columns": list(PROVENANCE_COLUMNS),
     }
+
+
+def _plus(count: int | None, more: int) -> int | None:
+    return None if count is None else count + more
 
 
 BUDGET_TOTALS = ("completion_tokens", "prompt_tokens", "gpu_seconds", "cost_usd", "rows")
