@@ -102,6 +102,14 @@ def _gate_status(gate: dict[str, Any]) -> str:
     return "FAILED"
 
 
+def _budget_status(budget: dict[str, Any]) -> str:
+    limits = {k: v for k, v in (budget.get("limits") or {}).items() if v is not None}
+    if budget.get("stopped_by_budget"):
+        return (f"stopped by budget ({', '.join(budget.get('reached') or limits)}): "
+                f"{budget.get('not_generated', 0)} prompts not generated")
+    return ("within " + ", ".join(f"{k} {v}" for k, v in limits.items())) if limits else "unlimited"
+
+
 def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, Any]) -> str:
     counts = lineage["counts"]
     header = {
@@ -137,6 +145,7 @@ def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, 
         f"| after exact dedup | {counts.get('after_dedup')} |",
         f"| removed as benchmark contamination | {counts.get('contaminated')} |",
         f"| completion tokens | {counts.get('completion_tokens')} |",
+        f"| generation budget | {_budget_status(lineage.get('budget') or {})} |",
         f"| model | {model.get('model')} ({model.get('engine')}"
         + (f", {model.get('model_file')}, sha256 {str(model.get('model_sha256'))[:12]}…) |" if model.get("model_sha256") else ") |"),
         f"| formats | {', '.join(spec.prompts.formats)} |",

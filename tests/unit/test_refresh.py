@@ -201,3 +201,28 @@ def test_new_seeds_yield_new_prompts_and_nothing_published_comes_back(tmp_path, 
     new = rows[len(old):]
     assert len(new) == 8 and not {r["prompt_id"] for r in old} & {r["prompt_id"] for r in new}
     assert "Coral reefs" in {r["topic"] for r in new}
+
+
+def test_a_run_stopped_by_its_budget_publishes_what_it_has_and_says_so(tmp_path, storage_uri):
+    # 8 documents in shards of 4; the fake engine writes 80 completion tokens per row; the limit is hit
+    # within shard 0's first checkpoint (every 2 rows): shard 0 stops there, shard 1 never calls the engine.
+    spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=8, **{
+        "generation.budget": {"max_completion_tokens": 100}, "generation.checkpoint_rows": 2})))
+    engine = FakeEngine()
+    out = refresh(spec_path, "v1", engine)
+    assert len(engine.calls) == 2
+    top_up = out["top_up"]["stats"]
+    assert (top_up["documents"], top_up["rounds"], top_up["shortfall_reason"]) == (2, 0, "stopped by budget (generation.budget)")
+    rows = published(out["publish"]["outputs"]["version"])
+    assert len(rows) == 2
+    generated = [r for m in out["generate"] for r in storage.read_parquet(m["outputs"]["shard"]).to_pylist()]
+    ids = [r["prompt_id"] for r in generated]
+    assert len(ids) == len(set(ids)) == 8  # every prompt id exactly once: 2 generated, 6 with status budget
+    assert sorted(r["status"] for r in generated) == ["budget"] * 6 + ["ok"] * 2
+    card = storage.read_bytes(out["publish"]["outputs"]["version"] + "/README.md").decode()
+    assert "stopped by budget (max_completion_tokens): 6 prompts not generated" in card
+    lineage = storage.read_json(out["publish"]["outputs"]["version"] + "/lineage.json")
+    assert lineage["budget"]["stopped_by_budget"] and lineage["counts"]["shortfall"] == 6
+    # The prompts the budget left are not failures: the next refresh tries them first.
+    retry = storage.read_parquet(manifest_of(out)["refresh"]["retry"]).to_pylist()
+    assert sorted(r["failures"] for r in retry) == [0] * 6
