@@ -35,6 +35,17 @@ SHARDS = 8
 WORDS = 300
 
 
+def near_copy(text: str, rng: random.Random, vocab: list[str]) -> str:
+    """A planted near-duplicate: 3-8 words replaced, and in 30 % of cases a block of words moved."""
+    words = text.split()
+    for j in rng.sample(range(len(words)), rng.randint(3, 8)):
+        words[j] = rng.choice(vocab)
+    if rng.random() < 0.3:
+        cut = rng.randrange(50, 250)
+        words = words[cut:] + words[:cut]
+    return " ".join(words)
+
+
 def synthetic_docs(n: int, seed: int = 0) -> tuple[list[str], dict[int, int]]:
     """(texts, {planted index: source index})."""
     rng = random.Random(seed)
@@ -47,13 +58,7 @@ def synthetic_docs(n: int, seed: int = 0) -> tuple[list[str], dict[int, int]]:
             src = rng.randrange(i)
             while src in planted:
                 src = rng.randrange(i)
-            words = texts[src].split()
-            for j in rng.sample(range(len(words)), rng.randint(3, 8)):
-                words[j] = rng.choice(vocab)
-            if rng.random() < 0.3:
-                cut = rng.randrange(50, 250)
-                words = words[cut:] + words[:cut]
-            texts.append(" ".join(words))
+            texts.append(near_copy(texts[src], rng, vocab))
             planted[i] = src
         else:
             texts.append(" ".join(rng.choices(vocab, weights=weights, k=WORDS)))

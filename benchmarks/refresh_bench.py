@@ -72,6 +72,8 @@ def real_positions(h: int, n: int = REAL) -> list[int]:
 def new_batch(n: int, real: list[str], seed: int = 1) -> tuple[list[str], list[str], dict[int, int], dict[int, int], dict[int, int]]:
     """(prompt ids, texts, {row: real index} near-copies, {row: real index} exact copies,
     {row: history position} republished prompt ids (positions valid for any h >= REAL))."""
+    from minhash_bench import near_copy
+
     rng = random.Random(seed)
     vocab, weights = _vocab()
     near, exact, republished = {}, {}, {}
@@ -81,13 +83,7 @@ def new_batch(n: int, real: list[str], seed: int = 1) -> tuple[list[str], list[s
         ids.append(f"new-{row:06d}")
         if row < NEAR:
             src = sources[row]
-            words = real[src].split()
-            for j in rng.sample(range(len(words)), rng.randint(3, 8)):
-                words[j] = rng.choice(vocab)
-            if rng.random() < 0.3:
-                cut = rng.randrange(50, 250)
-                words = words[cut:] + words[:cut]
-            texts.append(" ".join(words))
+            texts.append(near_copy(real[src], rng, vocab))
             near[row] = src
         elif row < NEAR + EXACT:
             src = sources[row]
