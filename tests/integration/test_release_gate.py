@@ -32,8 +32,8 @@ def doc(i: int, n_words: int = 20, fmt: str | None = None, language: str = "en",
 
 def make_run(storage_uri, shards: list[list[dict]], run_id: str = "r1", removed: dict | None = None,
              exact: int = 0, near: int = 0, decontam: dict | None = None, confusion: dict | None = None, **quality):
-    """A run whose stages up to decontamination are committed: the plan, filter_shard markers, stage
-    stats, decontaminated document shards."""
+    """A run whose stages up to top-up are committed: the plan, filter_shard markers, stage stats,
+    decontaminated document shards (top_up passing them through)."""
     spec = parse_spec(tiny_spec_dict(**{f"quality.{k}": v for k, v in quality.items()}))
     run = RunContext.create(spec, run_id)
     removed = removed or {}
@@ -51,6 +51,8 @@ def make_run(storage_uri, shards: list[list[dict]], run_id: str = "r1", removed:
     given(run, "dedup", {}, stats={"removed": exact})
     given(run, "near_dedup", {}, stats={"removed": near})
     given(run, "decontaminate", {"documents": uris}, stats={"removed": 0, "canaries_missed": [], **(decontam or {})})
+    # No top-up round: the decontaminated shards are the run's documents.
+    given(run, "top_up", {"documents": uris}, stats={"round_stats": []}, shards=list(range(len(shards))))
     return run, uris
 
 
@@ -58,7 +60,7 @@ def gate(run, uris, override=None):
     """The gate's marker once the mapped validate_shard tasks and the gate task have run."""
     if override is not None:  # the DAG param the gate task reads its override reason from
         run = RunContext.create(run.spec, run.run_id, {**run.params, "override_gate_reason": override})
-    for index in contract.shards(run):  # what the mapped validate_shard tasks do before the gate task
+    for index in contract.shards(run, "validate_shard"):  # what the mapped validate_shard tasks do before the gate task
         execute(run, "validate_shard", index)
     return execute(run, "quality_gate")
 
@@ -226,14 +228,22 @@ def test_duplicate_across_shards_is_caught_at_run_level(storage_uri):
     assert failed_columns(err.value) == {"duplicate_text_hashes"}  # each shard on its own is unique
 
 
-def test_override_publishes_and_records_the_reason(storage_uri):
-    run, uris = make_run(storage_uri, [[doc(i) for i in range(6)]], min_documents=50)
-    result = gate(run, uris, override="known small pilot run; approved by data lead")
-    assert result["stats"]["passed"] is False and result["stats"]["override"]["reason"].startswith("known small pilot")
-    assert "expect_column_values_to_be_between (documents)" in result["stats"]["override"]["failed_expectations"]
-    published = publish.run(run)
-    assert published.stats["rows"] == 6
-    card = storage.read_bytes(run.layout.version_uri("README.md")).decode()
+def test_override_publishes_and_records_the_reason(tmp_path, storage_uri):
+    # The whole run (fake engine): the gate fails, publish refuses; the same run with the override publishes.
+    from synthcorpus.stages.runner import run_pipeline
+    from tests.conftest import write_spec
+    from tests.fakes import FakeEngine
+
+    spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=6, **{"quality.min_documents": 50})))
+    with pytest.raises(GateFailed):
+        run_pipeline(spec_path, "r1", engine=FakeEngine(), until="publish")
+    reason = "known small pilot run; approved by data lead"
+    out = run_pipeline(spec_path, "r1", {"override_gate_reason": reason}, engine=FakeEngine(), until="publish")
+    gate_stats = out["quality_gate"]["stats"]
+    assert gate_stats["passed"] is False and gate_stats["override"]["reason"].startswith("known small pilot")
+    assert "expect_column_values_to_be_between (documents)" in gate_stats["override"]["failed_expectations"]
+    assert out["publish"]["stats"]["rows"] == 6 and out["publish"]["stats"]["gate"] == "overridden"
+    card = storage.read_bytes(out["publish"]["outputs"]["version"] + "/README.md").decode()
     assert "override" in card and "known small pilot" in card
 
 
