@@ -108,32 +108,50 @@ def test_new_documents_that_copy_published_ones_are_removed_and_topped_up(spec_p
 
 
 def test_failed_prompts_are_retried_then_retired_and_the_shortfall_is_explained(tmp_path, storage_uri):
-    spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=6, **{"refresh.top_up_rounds": 0,
-                                                                        "generation.max_attempts": 1})))
+    # No over-provisioning (one prompt per document, no fresh reserve): a failed prompt waits at the end of
+    # the top-up reserve and is tried again, with a new seed, only when a run comes up short.
+    spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=6, **{
+        "generation.max_attempts": 1, "refresh.max_overprovision": 1.0, "refresh.top_up_rounds": 1})))
     probe = run_pipeline(spec_path, "probe", until="prompts")["prompts"]  # nothing generated or published
     bad = storage.read_parquet(probe["outputs"]["prompts"]).to_pylist()[0]
     engine = ScriptedEngine(short_prompts={bad["prompt"]})
     v1 = refresh(spec_path, "r1", engine)
     assert v1["top_up"]["stats"]["shortfall"] == 1
-    assert v1["top_up"]["stats"]["shortfall_reason"] == "no top-up rounds configured (refresh.top_up_rounds: 0)"
+    assert v1["top_up"]["stats"]["shortfall_reason"] == "the prompt reserve is used up (refresh.max_overprovision)"
     retry = storage.read_parquet(manifest_of(v1)["refresh"]["retry"]).to_pylist()
     assert [(r["prompt_id"], r["failures"]) for r in retry] == [(bad["prompt_id"], 1)]
-    # Retried first (and fails again: now retired). The yield measured on v1 (5/6) provisions 8 prompts for
-    # 6 documents; the surplus one is set aside without counting as a failure, to be retried next time.
+
+    # v2: 6 fresh prompts, the first of which fails; the top-up round retries the failed v1 prompt (new
+    # seed; it fails again: retired).
+    engine.replies = {len(engine.calls): "Too short."}
     v2 = refresh(spec_path, "r2", engine)
+    assert (v2["prompts"]["stats"]["prompts"], v2["prompts"]["stats"]["failed_to_retry"]) == (6, 1)
     assert engine.calls.count(bad["prompt"]) == 2
-    assert (v2["prompts"]["stats"]["retried"], v2["prompts"]["stats"]["prompts"]) == (1, 8)
-    assert (v2["top_up"]["stats"]["documents"], v2["top_up"]["stats"]["surplus"]) == (6, 1)
+    retried = storage.read_parquet(v2["top_up"]["outputs"]["documents"][-1].replace(".parquet", "/generated.parquet")).to_pylist()
+    assert [r["prompt_id"] for r in retried] == [bad["prompt_id"]] and retried[0]["seed"] != bad["seed"]
     retry = {r["prompt_id"]: r["failures"] for r in storage.read_parquet(manifest_of(v2)["refresh"]["retry"]).to_pylist()}
-    surplus = storage.read_parquet(v2["top_up"]["outputs"]["surplus"]).column("prompt_id").to_pylist()
-    assert retry == {bad["prompt_id"]: 2, surplus[0]: 0}
+    assert retry[bad["prompt_id"]] == 2 and sorted(retry.values()) == [1, 2]
     v3 = refresh(spec_path, "r3", engine)
     assert engine.calls.count(bad["prompt"]) == 2  # retired: never generated again
     assert v3["prompts"]["stats"]["retired"] == 1
     assert manifest_of(v3)["refresh"]["retired_prompts"] == 1
-    assert manifest_of(v3)["rows"] == 5 + 6 + 6
     ids = [r["prompt_id"] for r in published(v3["publish"]["outputs"]["version"])]
-    assert len(ids) == len(set(ids)) == 17 and surplus[0] in ids
+    assert len(ids) == len(set(ids)) == manifest_of(v3)["rows"] and bad["prompt_id"] not in ids
+
+
+def test_surplus_prompts_come_back_first_with_their_seed(spec_path):
+    # Over-provisioned (yield 0.75: 11 prompts for 8 documents, all pass): 3 surplus documents set aside; the
+    # next refresh generates those prompts first, as they were, and they are published then.
+    spec_path = str(write_spec(__import__("pathlib").Path(spec_path).parent, tiny_spec_dict(documents=8, **{"refresh.expected_yield": 0.75})))
+    v1 = refresh(spec_path, "v1", FakeEngine())
+    surplus = storage.read_parquet(v1["top_up"]["outputs"]["surplus"]).to_pylist()
+    assert len(surplus) == 3 and v1["top_up"]["stats"]["documents"] == 8
+    v2 = refresh(spec_path, "v2", FakeEngine())
+    assert v2["prompts"]["stats"]["deferred"] == 3
+    first = storage.read_parquet(v2["prompts"]["outputs"]["prompts"]).to_pylist()[:3]
+    assert [(r["prompt_id"], r["seed"]) for r in first] == [(r["prompt_id"], r["seed"]) for r in surplus]
+    new = published(v2["publish"]["outputs"]["version"])[8:]
+    assert {r["prompt_id"] for r in surplus} <= {r["prompt_id"] for r in new}
 
 
 def test_full_rebuild_starts_a_version_from_nothing(spec_path):

@@ -196,10 +196,10 @@ def plan_cursor(run: RunContext) -> dict:
     prompts = result(run, "prompts")
     plan = dict(prompts["stats"]["prompt_plan"])
     used = sum(r["prompts"] for r in result(run, "top_up")["stats"].get("round_stats", []))
-    if used:
-        reserve = storage.read_parquet(prompts["outputs"]["reserve"]).slice(0, used).column("plan_position").to_pylist()
-        first_plan_row = max(0, prompts["stats"]["retry_rows"] - prompts["stats"]["prompts"])  # retries come first
-        plan["cursor"] = max([plan["cursor"], *[p + 1 for p in reserve[first_plan_row:]]])
+    lo, hi = plan.get("in_reserve", [0, 0])  # the plan's own prompts in the reserve (the rest are retries)
+    if min(used, hi) > lo:
+        positions = storage.read_parquet(prompts["outputs"]["reserve"]).slice(lo, min(used, hi) - lo).column("plan_position")
+        plan["cursor"] = max([plan["cursor"], *[p + 1 for p in positions.to_pylist()]])
     return {"fingerprint": plan["fingerprint"], "cursor": plan["cursor"]}
 
 
