@@ -139,10 +139,10 @@ def test_failed_prompts_are_retried_then_retired_and_the_shortfall_is_explained(
     assert len(ids) == len(set(ids)) == manifest_of(v3)["rows"] and bad["prompt_id"] not in ids
 
 
-def test_surplus_prompts_come_back_first_with_their_seed(spec_path):
+def test_surplus_prompts_come_back_first_with_their_seed(tmp_path, storage_uri):
     # Over-provisioned (yield 0.75: 11 prompts for 8 documents, all pass): 3 surplus documents set aside; the
     # next refresh generates those prompts first, as they were, and they are published then.
-    spec_path = str(write_spec(__import__("pathlib").Path(spec_path).parent, tiny_spec_dict(documents=8, **{"refresh.expected_yield": 0.75})))
+    spec_path = str(write_spec(tmp_path, tiny_spec_dict(documents=8, **{"refresh.expected_yield": 0.75})))
     v1 = refresh(spec_path, "v1", FakeEngine())
     surplus = storage.read_parquet(v1["top_up"]["outputs"]["surplus"]).to_pylist()
     assert len(surplus) == 3 and v1["top_up"]["stats"]["documents"] == 8
