@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from .. import storage
@@ -46,6 +47,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     reason = None
     if kept < target:
         reserve = storage.read_parquet(result(run, "prompts")["outputs"]["reserve"]).to_pylist()
+        context = None  # what every round checks against: built once, on the first round
         while kept < target:
             why = _cannot_top_up(run, len(rounds), reserve, stopped_by_budget)
             if why:
@@ -55,7 +57,8 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
             n = min(len(reserve), math.ceil((target - kept) / max(measured, MIN_YIELD)))
             take, reserve = reserve[:n], reserve[n:]
             index = indexes[-1] + 1 if indexes else 0
-            done = _round(run, index, take, documents)
+            context = context or _RoundContext.of(run)
+            done = _round(run, index, take, context)
             rounds.append(done)
             documents.append(done["documents"])
             indexes.append(index)
@@ -92,7 +95,29 @@ def _cannot_top_up(run: RunContext, done: int, reserve: list[dict[str, Any]], st
     return None
 
 
-def _round(run: RunContext, index: int, prompts: list[dict[str, Any]], earlier: list[str]) -> dict[str, Any]:
+@dataclass
+class _RoundContext:
+    """What each round's documents are checked against, read once for all rounds: the normalized-text
+    hashes of every document the run's filters kept (earlier rounds' added as they finish), the run's
+    signature files (likewise), the published index and the benchmark n-gram index."""
+
+    seen: set[str]
+    signatures: list[str]
+    published: Any
+    ngrams: Any
+
+    @classmethod
+    def of(cls, run: RunContext) -> _RoundContext:
+        from .decontaminate import reference_index
+        from .history import published_index
+
+        uris = [m["outputs"]["documents"] for m in results(run, "filter_shard")]
+        seen = {h for u in uris for b in storage.iter_batches(u, ["text_hash"], 65536) for h in b.column(0).to_pylist()}
+        return cls(seen, [m["outputs"]["signatures"] for m in results(run, "minhash_signatures")], published_index(run),
+                   reference_index(run)[1] if run.spec.quality.decontamination is not None else None)
+
+
+def _round(run: RunContext, index: int, prompts: list[dict[str, Any]], context: _RoundContext) -> dict[str, Any]:
     """Generate, filter, dedup and decontaminate one round of top-up prompts as document shard ``index``.
     The round's generation is kept (``top_up/shard-N/generated.parquet`` + ``generation.json``): a retried
     task, or a re-run after a quality setting changed, generates only what is missing (resuming from its
@@ -107,9 +132,8 @@ def _round(run: RunContext, index: int, prompts: list[dict[str, Any]], earlier: 
     layout = run.layout
     generated_uri = layout.shard_dir(NAME, index, "generated.parquet")
     gen_stats_uri = layout.shard_dir(NAME, index, "generation.json")
-    wanted = [p["prompt_id"] for p in prompts]
-    if (storage.exists(gen_stats_uri) and storage.exists(generated_uri)
-            and storage.read_parquet(generated_uri).column("prompt_id").to_pylist() == wanted):
+    table = storage.read_parquet(generated_uri) if storage.exists(gen_stats_uri) and storage.exists(generated_uri) else None
+    if table is not None and table.column("prompt_id").to_pylist() == [p["prompt_id"] for p in prompts]:
         gen_stats = storage.read_json(gen_stats_uri)
     else:  # (a round sized differently on a re-run takes other prompts: generated anew)
         plan = pa.Table.from_pylist(prompts)
@@ -121,17 +145,17 @@ def _round(run: RunContext, index: int, prompts: list[dict[str, Any]], earlier: 
                                    budget_entry=layout.budget_entry(NAME, index))
         storage.write_json(gen_stats_uri, gen_stats)
         storage.delete(parts)
-    table = storage.read_parquet(generated_uri)
+        table = storage.read_parquet(generated_uri)
     counts: dict[str, int] = {}
     kept, removed, filter_stats = _filter(run, table)
     counts["filtered"] = filter_stats["removed"]
-    kept, dropped = _exact(run, kept, earlier)
+    kept, dropped = _exact(kept, context)
     counts["exact_duplicates"] = len(dropped)
     removed += dropped
-    kept, dropped, sig_uri = _near(run, kept, index)
+    kept, dropped, sig_uri = _near(run, kept, index, context)
     counts["near_duplicates"] = len(dropped)
     removed += dropped
-    kept, dropped = _decontaminate(run, kept)
+    kept, dropped = _decontaminate(run, kept, context)
     counts["contaminated"] = len(dropped)
     removed += dropped
     out = layout.shard(NAME, index)
@@ -160,37 +184,34 @@ def _filter(run: RunContext, table: Any) -> tuple[Any, list[dict[str, Any]], dic
     return kept, removed.to_pylist(), stats
 
 
-def _exact(run: RunContext, table: Any, earlier: list[str]) -> tuple[Any, list[dict[str, Any]]]:
-    """Drop exact copies of anything the run's filters kept (earlier rounds included) or that is published."""
+def _exact(table: Any, context: _RoundContext) -> tuple[Any, list[dict[str, Any]]]:
+    """Drop exact copies of anything the run's filters kept (earlier rounds included) or that is published;
+    the round's own hashes join ``context.seen``."""
     import pyarrow as pa
 
-    from .history import published_index
-
-    uris = [m["outputs"]["documents"] for m in results(run, "filter_shard")] + earlier[len(shards(run)):]
-    seen = {h for u in uris for b in storage.iter_batches(u, ["text_hash"], 65536) for h in b.column(0).to_pylist()}
     hashes = table.column("text_hash").to_pylist() if table.num_rows else []
-    published = published_index(run).exact_duplicates(sorted(set(hashes)))
-    keep, dropped, local = [], [], set()
+    published = context.published.exact_duplicates(sorted(set(hashes)))
+    keep, dropped = [], []
     for row, h in zip(table.to_pylist(), hashes):
         if h in published:
             dropped.append({**row, "filter_reason": "published_duplicate", "duplicate_of": published[h]})
-        elif h in seen or h in local:
+        elif h in context.seen:
             dropped.append({**row, "filter_reason": "exact_duplicate", "duplicate_of": None})
         else:
-            local.add(h)
+            context.seen.add(h)
             keep.append(True)
             continue
         keep.append(False)
     return table.filter(pa.array(keep, pa.bool_())) if table.num_rows else table, dropped
 
 
-def _near(run: RunContext, table: Any, index: int) -> tuple[Any, list[dict[str, Any]], str]:
-    """Drop near-copies of the run's documents (earlier rounds included) and of published ones."""
+def _near(run: RunContext, table: Any, index: int, context: _RoundContext) -> tuple[Any, list[dict[str, Any]], str]:
+    """Drop near-copies of the run's documents (earlier rounds included) and of published ones; the round's
+    signature file joins ``context.signatures``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from ..quality.minhash import MinHashParams, find_clusters, write_signatures
-    from .history import published_index
     from .near_dedup import published_near_duplicates
 
     nd = run.spec.quality.near_dedup
@@ -200,13 +221,12 @@ def _near(run: RunContext, table: Any, index: int) -> tuple[Any, list[dict[str, 
     sig_uri = run.layout.shard_dir(NAME, index, "signatures.parquet")
     write_signatures(docs_uri, sig_uri, index, params)
     storage.delete(docs_uri)
+    context.signatures.append(sig_uri)
     if not nd.enabled or not table.num_rows:
         return table, [], sig_uri
-    earlier = [m["outputs"]["signatures"] for m in results(run, "minhash_signatures")]
-    earlier += [r["signatures"] for r in _rounds_so_far(run, index)]
     new_ids = set(table.column("prompt_id").to_pylist())
-    dup_of = {d: k for k, dups in find_clusters([*earlier, sig_uri], params) for d in dups if d in new_ids}
-    published = published_near_duplicates(published_index(run), [sig_uri], params)
+    dup_of = {d: k for k, dups in find_clusters(context.signatures, params) for d in dups if d in new_ids}
+    published = published_near_duplicates(context.published, [sig_uri], params)
     drop = sorted(set(dup_of) | set(published))
     if not drop:
         return table, [], sig_uri
@@ -220,27 +240,14 @@ def _near(run: RunContext, table: Any, index: int) -> tuple[Any, list[dict[str, 
     return table.filter(pc.invert(is_dup)), dropped, sig_uri
 
 
-def _rounds_so_far(run: RunContext, index: int) -> list[dict[str, Any]]:
-    """Earlier rounds of this task (signature files written next to their shards)."""
-    out = []
-    for i in range(len(shards(run)), index):
-        uri = run.layout.shard_dir(NAME, i, "signatures.parquet")
-        if storage.exists(uri):
-            out.append({"signatures": uri})
-    return out
-
-
-def _decontaminate(run: RunContext, table: Any) -> tuple[Any, list[dict[str, Any]]]:
+def _decontaminate(run: RunContext, table: Any, context: _RoundContext) -> tuple[Any, list[dict[str, Any]]]:
     import pyarrow as pa
 
     from ..quality.decontam import decontaminate_shard
-    from .decontaminate import reference_index
 
-    cfg = run.spec.quality.decontamination
-    if cfg is None or not table.num_rows:
+    if context.ngrams is None or not table.num_rows:
         return table, []
-    _, ngrams = reference_index(run)
-    kept, removed, _ = decontaminate_shard(table.to_pylist(), ngrams, cfg.threshold)
+    kept, removed, _ = decontaminate_shard(table.to_pylist(), context.ngrams, run.spec.quality.decontamination.threshold)
     return (pa.Table.from_pylist(kept, schema=table.schema) if kept else table.slice(0, 0)), removed
 
 
