@@ -634,44 +634,35 @@ class PublishedIndex:
 
     def published_prompts(self, prompt_ids: Sequence[str]) -> set[str]:
         """Which of ``prompt_ids`` some published document has."""
-        ids = [str(p) for p in prompt_ids]
-        found: set[str] = set()
-        if not ids or not self._segments:
-            return found
-        uniq = sorted(set(ids))
-        keys = prompt_keys(uniq)
-        pending = np.ones(len(uniq), bool)
-        for seg in self._segments:
-            live = np.flatnonzero(pending)
-            if not len(live):
-                break
-            q, d = seg.lookup(np.full(len(live), KIND_PROMPT, np.int8), keys[live], CANDIDATES_PER_KEY)
-            for qq, pid in self._resolve(seg, live[q], d, "prompt_id"):
-                if pid == uniq[qq]:
-                    found.add(pid)
-                    pending[qq] = False
-        return found
+        uniq = sorted({str(p) for p in prompt_ids})
+        return {uniq[q] for q in self._first_published(KIND_PROMPT, uniq, prompt_keys, "prompt_id")}
 
     def exact_duplicates(self, text_hashes: Sequence[str]) -> dict[str, str]:
         """text_hash -> a published prompt_id whose normalized text has that hash (the earliest segment's,
         lowest doc), for each of ``text_hashes`` that is published."""
         uniq = sorted(set(text_hashes))
-        out: dict[str, str] = {}
+        return {uniq[q]: pid for q, pid in self._first_published(KIND_TEXT, uniq, text_keys, "text_hash").items()}
+
+    def _first_published(self, kind: int, uniq: list[str], to_keys: Any, column: str) -> dict[int, str]:
+        """Query index -> prompt_id of the published document whose ``column`` equals ``uniq[query]``: the
+        earliest segment's, lowest doc. Keys are 64-bit hashes: every hit is checked against the stored value."""
+        out: dict[int, str] = {}
         if not uniq or not self._segments:
             return out
-        keys = text_keys(uniq)
+        keys = to_keys(uniq)
+        columns = [column] if column == "prompt_id" else [column, "prompt_id"]
         pending = np.ones(len(uniq), bool)
         for seg in self._segments:
             live = np.flatnonzero(pending)
             if not len(live):
                 break
-            q, d = seg.lookup(np.full(len(live), KIND_TEXT, np.int8), keys[live], CANDIDATES_PER_KEY)
+            q, d = seg.lookup(np.full(len(live), kind, np.int8), keys[live], CANDIDATES_PER_KEY)
             hits: dict[int, tuple[int, str]] = {}
-            for (qq, doc), (th, pid) in self._resolve_pairs(seg, live[q], d, ["text_hash", "prompt_id"]):
-                if th == uniq[qq] and (qq not in hits or doc < hits[qq][0]):
-                    hits[qq] = (doc, pid)
+            for (qq, doc), values in self._resolve_pairs(seg, live[q], d, columns):
+                if values[0] == uniq[qq] and (qq not in hits or doc < hits[qq][0]):
+                    hits[qq] = (doc, values[-1])
             for qq, (_, pid) in hits.items():
-                out[uniq[qq]] = pid
+                out[qq] = pid
                 pending[qq] = False
         return out
 
@@ -742,11 +733,6 @@ class PublishedIndex:
         return [(int(row), pid[int(row)], float(best_j[row])) for row in found]
 
     # ------------------------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _resolve(seg: _Segment, q: np.ndarray, d: np.ndarray, column: str) -> Iterator[tuple[int, Any]]:
-        for (qq, _), (value,) in PublishedIndex._resolve_pairs(seg, q, d, [column]):
-            yield qq, value
 
     @staticmethod
     def _resolve_pairs(seg: _Segment, q: np.ndarray, d: np.ndarray,
