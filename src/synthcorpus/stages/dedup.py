@@ -28,7 +28,8 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     from .history import published_index
 
     documents = {i: result(run, "filter_shard", i)["outputs"]["documents"] for i in shards(run)}
-    hashes = {i: storage.read_parquet(u).column("text_hash").to_pylist() if storage.parquet_rows(u) else []
+    # First pass: the hashes only (one column), so the index is asked once for the whole run.
+    hashes = {i: [h for b in storage.iter_batches(u, ["text_hash"], 65536) for h in b.column(0).to_pylist()]
               for i, u in documents.items()}
     published = published_index(run).exact_duplicates(sorted({h for hs in hashes.values() for h in hs}))
     seen: set[str] = set()

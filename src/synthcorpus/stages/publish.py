@@ -134,9 +134,9 @@ def _newer_latest(latest_uri: str, manifest: dict) -> str | None:
 
 def _check_latest_is_base(layout, base: dict) -> None:
     """The run deduplicated against its base version: publishing on top of another would skip that check."""
-    current = storage.read_json(layout.latest)["version"] if storage.exists(layout.latest) else None
     from ..publish import PublishError
 
+    current = storage.read_json(layout.latest)["version"] if storage.exists(layout.latest) else None
     if base["full_rebuild"] or current == base["version"]:
         return
     raise PublishError(
@@ -174,17 +174,15 @@ def write_index_segment(run: RunContext, document_uris: list[str]) -> dict:
 
     def batches():
         for docs_uri, sig_uri in zip(document_uris, signature_uris):
-            docs = storage.read_parquet(docs_uri).select(["prompt_id", "text_hash"])
-            if not docs.num_rows:
+            docs = _columns(docs_uri, ["prompt_id", "text_hash"])
+            if docs is None:
                 continue
             sig = storage.read_parquet(sig_uri).select(sig_columns)
             at = pc.index_in(docs.column("prompt_id"), value_set=sig.column("prompt_id"))
             if at.null_count:
                 raise PublishError(f"{sig_uri}: expected a MinHash signature for each of the {docs.num_rows} documents "
                                    f"of {docs_uri}, {at.null_count} have none")
-            sig = sig.take(at)
-            for name in ("text_hash",):
-                sig = sig.append_column(name, docs.column(name))
+            sig = sig.take(at).append_column("text_hash", docs.column("text_hash"))
             yield sig.select(["prompt_id", "text_hash", *sig_columns[1:]]).combine_chunks()
 
     return write_segment(run.layout.index_root, run.version, batches(), params)
@@ -193,9 +191,11 @@ def write_index_segment(run: RunContext, document_uris: list[str]) -> dict:
 def plan_cursor(run: RunContext) -> dict:
     """Where the next refresh continues the prompt plan: after every plan item this run took (its prompts
     and the reserve prompts its top-up rounds used)."""
+    from .top_up import reserve_used
+
     prompts = result(run, "prompts")
     plan = dict(prompts["stats"]["prompt_plan"])
-    used = sum(r["prompts"] for r in result(run, "top_up")["stats"].get("round_stats", []))
+    used = reserve_used(result(run, "top_up"))
     lo, hi = plan.get("in_reserve", [0, 0])  # the plan's own prompts in the reserve (the rest are retries)
     if min(used, hi) > lo:
         positions = storage.read_parquet(prompts["outputs"]["reserve"]).slice(lo, min(used, hi) - lo).column("plan_position")
@@ -219,13 +219,15 @@ def write_retry(run: RunContext, base: dict, document_uris: list[str]) -> dict:
     import pyarrow as pa
 
     from .prompts import RETRY_COLUMNS
+    from .top_up import reserve_used
 
     retire_after = run.spec.refresh.retire_after_failures
     prompts = result(run, "prompts")["outputs"]
-    used = sum(r["prompts"] for r in result(run, "top_up")["stats"].get("round_stats", []))
+    used = reserve_used(result(run, "top_up"))
     tried = storage.read_parquet(prompts["prompts"]).to_pylist()
     tried += storage.read_parquet(prompts["reserve"]).slice(0, used).to_pylist() if used else []
-    published = {p for u in document_uris for p in storage.read_parquet(u).column("prompt_id").to_pylist()}
+    published = {p for u in document_uris if (t := _columns(u, ["prompt_id"])) is not None
+                 for p in t.column(0).to_pylist()}
     not_failed = _not_generated(run) | _surplus(run)
     old = {r["prompt_id"]: r for r in storage.read_parquet(base["retry"]).to_pylist()} if base.get("retry") else {}
     out: dict[str, dict] = {}
@@ -247,17 +249,26 @@ def write_retry(run: RunContext, base: dict, document_uris: list[str]) -> dict:
 
 
 def _not_generated(run: RunContext) -> set[str]:
-    """Prompt ids the run's budget left ungenerated (status ``budget``), top-up rounds included."""
+    """Prompt ids the run's budget left ungenerated (status ``budget``), top-up rounds included: read only
+    from the shards whose stats say they left some."""
     import pyarrow.compute as pc
 
-    uris = [m["outputs"]["shard"] for m in results(run, "generate")]
-    uris += [r["generate_output"] for r in result(run, "top_up")["stats"].get("round_stats", []) if r.get("generate_output")]
+    uris = [m["outputs"]["shard"] for m in results(run, "generate") if m["stats"].get("not_generated")]
+    uris += [r["generate_output"] for r in result(run, "top_up")["stats"].get("round_stats", [])
+             if r["generate"].get("not_generated")]
     out: set[str] = set()
     for uri in uris:
-        t = storage.read_parquet(uri)
-        if t.num_rows and "status" in t.column_names:
-            out.update(t.filter(pc.equal(t.column("status"), "budget")).column("prompt_id").to_pylist())
+        t = _columns(uri, ["prompt_id", "status"])
+        out.update(t.filter(pc.equal(t.column("status"), "budget")).column("prompt_id").to_pylist())
     return out
+
+
+def _columns(uri: str, columns: list[str]):
+    """Only these columns of a Parquet file (streamed), or None when it has no rows."""
+    import pyarrow as pa
+
+    batches = list(storage.iter_batches(uri, columns, 65536))
+    return pa.Table.from_batches(batches) if batches and sum(b.num_rows for b in batches) else None
 
 
 def _surplus(run: RunContext) -> set[str]:

@@ -273,6 +273,11 @@ def _trim(run: RunContext, documents: list[str], indexes: list[int], target: int
     return out, uri
 
 
+def reserve_used(marker: dict[str, Any]) -> int:
+    """How many reserve prompts a committed top-up's rounds took (always the first ones, in order)."""
+    return sum(r["prompts"] for r in marker.get("stats", {}).get("round_stats", []))
+
+
 def round_signatures(marker: dict[str, Any]) -> list[str]:
     """The signature files of a committed top-up's rounds (publish adds their documents to the index)."""
     return [r["signatures"] for r in marker.get("stats", {}).get("round_stats", [])]
