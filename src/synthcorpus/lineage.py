@@ -50,7 +50,9 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
     top_up = stats("top_up")
     rounds = top_up.get("round_stats", [])  # each top-up round generates and filters like one more shard
     generated = [m["stats"] for m in results.get("generate", [])] + [r["generate"] for r in rounds]
-    filtered = [m["stats"] for m in results.get("filter_shard", [])] + [r["filter_stats"] for r in rounds]
+    quality = quality_counts([m["stats"] for m in results.get("filter_shard", [])],
+                             {s: stats(s) for s in TOP_UP_REMOVED}, rounds)
+    filtered = quality["filter_shard"]
     reasons: dict[str, int] = {}
     confusion: dict[str, dict[str, int]] = {}
     for m in filtered:
@@ -98,11 +100,11 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
             "after_filters": sum(m.get("kept", 0) for m in filtered),
             # the main round's stage counts plus each top-up round's (filtered -> exact -> near -> decontaminated)
             "after_dedup": _plus(stats("dedup").get("kept"), sum(r["kept"] + r["near_duplicates"] + r["contaminated"] for r in rounds)),
-            "exact_duplicates": stats("dedup").get("removed", 0) + sum(r["exact_duplicates"] for r in rounds),
+            "exact_duplicates": quality["dedup"]["removed"],
             "published_duplicates": stats("dedup").get("removed_published", 0) + stats("near_dedup").get("removed_published", 0),
-            "near_duplicates": stats("near_dedup").get("removed", 0) + sum(r["near_duplicates"] for r in rounds),
+            "near_duplicates": quality["near_dedup"]["removed"],
             "after_near_dedup": _plus(stats("near_dedup").get("kept"), sum(r["kept"] + r["contaminated"] for r in rounds)),
-            "contaminated": stats("decontaminate").get("removed", 0) + sum(r["contaminated"] for r in rounds),
+            "contaminated": quality["decontaminate"]["removed"],
             "prompt_tokens": sum(m.get("prompt_tokens", 0) for m in generated),
             "completion_tokens": sum(m.get("completion_tokens", 0) for m in generated),
             "generation_wall_s": round(sum(m.get("wall_s", 0.0) for m in generated), 3),
@@ -116,6 +118,23 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
         "gate": gate,
         "provenance_columns": list(PROVENANCE_COLUMNS),
     }
+
+
+# What a top-up round counts (its round_stats key) for the stage whose work it repeats.
+TOP_UP_REMOVED = {"dedup": "exact_duplicates", "near_dedup": "near_duplicates", "decontaminate": "contaminated"}
+
+
+def quality_counts(filter_stats: list[dict[str, Any]], stage_stats: dict[str, dict[str, Any]],
+                   rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The quality stages' stats with the top-up rounds folded in (what lineage and the gate's run metrics
+    count): each round's filter stats as one more filter shard; its exact and near duplicates and its
+    contaminated documents added to the ``removed`` of dedup, near_dedup and decontaminate."""
+    out: dict[str, Any] = {"filter_shard": [*filter_stats, *(r["filter_stats"] for r in rounds)]}
+    for stage, key in TOP_UP_REMOVED.items():
+        merged = dict(stage_stats.get(stage) or {})
+        merged["removed"] = merged.get("removed", 0) + sum(r[key] for r in rounds)
+        out[stage] = merged
+    return out
 
 
 def _plus(count: int | None, more: int) -> int | None:

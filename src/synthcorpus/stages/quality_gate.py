@@ -103,13 +103,10 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
 def quality_stats(run: RunContext) -> dict[str, Any]:
     """The stats of the quality stages as the run metrics read them, top-up rounds included: each round's
     filter counts as one more filter shard, its duplicates and contaminated documents add to the stages'."""
-    rounds = stats(run, "top_up").get("round_stats", [])
-    out: dict[str, Any] = {"filter_shard": [m["stats"] for m in results(run, "filter_shard")] + [r["filter_stats"] for r in rounds]}
-    for stage, key in (("dedup", "exact_duplicates"), ("near_dedup", "near_duplicates"), ("decontaminate", "contaminated")):
-        merged = dict(stats(run, stage))
-        merged["removed"] = merged.get("removed", 0) + sum(r[key] for r in rounds)
-        out[stage] = merged
-    return out
+    from ..lineage import TOP_UP_REMOVED, quality_counts
+
+    return quality_counts([m["stats"] for m in results(run, "filter_shard")], {s: stats(run, s) for s in TOP_UP_REMOVED},
+                          stats(run, "top_up").get("round_stats", []))
 
 
 def _copy_data_docs(report: Any, docs_uri: str) -> tuple[str | None, list[str]]:
