@@ -22,7 +22,6 @@ USES: tuple[str, ...] = ("quality.near_dedup",)
 
 def run(run: RunContext, shard: int | None = None) -> StageResult:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     from ..quality.minhash import MinHashParams, find_clusters
     from .history import published_index
@@ -48,15 +47,8 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         table = storage.read_parquet(uri)
         total += table.num_rows
         if table.num_rows:
-            is_dup = pc.is_in(table.column("prompt_id"), value_set=pa.array(sorted(keep_of | published), pa.string()))
-            for r in table.filter(is_dup).to_pylist():
-                if r["prompt_id"] in keep_of:
-                    removed_rows.append({**r, "filter_reason": "near_duplicate", "duplicate_of": keep_of[r["prompt_id"]]})
-                else:
-                    removed_rows.append({**r, "filter_reason": "near_duplicate_published",
-                                         "duplicate_of": published[r["prompt_id"]][0],
-                                         "similarity": published[r["prompt_id"]][1]})
-            table = table.filter(pc.invert(is_dup))
+            table, removed = drop_near_duplicates(table, keep_of, published)
+            removed_rows += removed
         storage.write_parquet(out, table)
     if removed_rows:
         storage.write_parquet(run.layout.removed(NAME), pa.Table.from_pylist(removed_rows))
@@ -65,6 +57,27 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
              "clusters": len(clusters), "duplicates": len(dup_ids), "removed_published": len(published),
              "threshold": round(params.threshold(), 4), "params": params.to_dict()}
     return StageResult(NAME, {"documents": outputs, "clusters": clusters_uri}, stats)
+
+
+def drop_near_duplicates(table, in_run: dict[str, str], published: dict[str, tuple[str, float]]):
+    """(the rows of ``table`` that near-copy nothing, the removed rows with their reason): ``in_run`` maps a
+    prompt id to the earlier document of the run it near-copies, ``published`` to the published one (and
+    the estimated Jaccard)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    drop = sorted(set(in_run) | set(published))
+    if not drop or not table.num_rows:
+        return table, []
+    is_dup = pc.is_in(table.column("prompt_id"), value_set=pa.array(drop, pa.string()))
+    removed = []
+    for r in table.filter(is_dup).to_pylist():
+        if r["prompt_id"] in in_run:
+            removed.append({**r, "filter_reason": "near_duplicate", "duplicate_of": in_run[r["prompt_id"]]})
+        else:
+            match, similarity = published[r["prompt_id"]]
+            removed.append({**r, "filter_reason": "near_duplicate_published", "duplicate_of": match, "similarity": similarity})
+    return table.filter(pc.invert(is_dup)), removed
 
 
 QUERY_ROWS = 65_536  # new documents asked of the published index at a time (bounded memory)

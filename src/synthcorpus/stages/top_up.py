@@ -208,11 +208,8 @@ def _exact(table: Any, context: _RoundContext) -> tuple[Any, list[dict[str, Any]
 def _near(run: RunContext, table: Any, index: int, context: _RoundContext) -> tuple[Any, list[dict[str, Any]], str]:
     """Drop near-copies of the run's documents (earlier rounds included) and of published ones; the round's
     signature file joins ``context.signatures``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     from ..quality.minhash import MinHashParams, find_clusters, write_signatures
-    from .near_dedup import published_near_duplicates
+    from .near_dedup import drop_near_duplicates, published_near_duplicates
 
     nd = run.spec.quality.near_dedup
     params = MinHashParams.from_spec(nd)
@@ -227,17 +224,8 @@ def _near(run: RunContext, table: Any, index: int, context: _RoundContext) -> tu
     new_ids = set(table.column("prompt_id").to_pylist())
     dup_of = {d: k for k, dups in find_clusters(context.signatures, params) for d in dups if d in new_ids}
     published = published_near_duplicates(context.published, [sig_uri], params)
-    drop = sorted(set(dup_of) | set(published))
-    if not drop:
-        return table, [], sig_uri
-    is_dup = pc.is_in(table.column("prompt_id"), value_set=pa.array(drop, pa.string()))
-    dropped = []
-    for r in table.filter(is_dup).to_pylist():
-        if r["prompt_id"] in dup_of:
-            dropped.append({**r, "filter_reason": "near_duplicate", "duplicate_of": dup_of[r["prompt_id"]]})
-        else:
-            dropped.append({**r, "filter_reason": "near_duplicate_published", "duplicate_of": published[r["prompt_id"]][0]})
-    return table.filter(pc.invert(is_dup)), dropped, sig_uri
+    kept, dropped = drop_near_duplicates(table, dup_of, published)
+    return kept, dropped, sig_uri
 
 
 def _decontaminate(run: RunContext, table: Any, context: _RoundContext) -> tuple[Any, list[dict[str, Any]]]:
