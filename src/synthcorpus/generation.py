@@ -36,6 +36,7 @@ from . import storage
 from .layout import part, part_number
 from .engines import Completion, Engine, EngineError, Request, SamplingParams, load_engine
 from .quality.filters import BUDGET_STATUS
+from .spec.vocabulary import BUDGET_TOTALS
 
 if TYPE_CHECKING:
     from .spec import GenerationSpec
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 META_KEY = b"synthcorpus.generation"
 BUDGET_LIMITS = ("max_completion_tokens", "max_cost_usd", "max_gpu_hours")
-BUDGET_TOTALS = ("completion_tokens", "prompt_tokens", "gpu_seconds", "cost_usd", "rows")
 _BUDGET_FLOATS = ("gpu_seconds", "cost_usd")
 # Types of the columns the generator adds, for rows that never met the engine (budget rows of a shard
 # without any generated row would otherwise have null-typed columns).

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .spec.vocabulary import BUDGET_TOTALS
 
 if TYPE_CHECKING:
     from .spec import CorpusSpec
@@ -139,9 +140,6 @@ def quality_counts(filter_stats: list[dict[str, Any]], stage_stats: dict[str, di
 
 def _plus(count: int | None, more: int) -> int | None:
     return None if count is None else count + more
-
-
-BUDGET_TOTALS = ("completion_tokens", "prompt_tokens", "gpu_seconds", "cost_usd", "rows")
 
 
 def budget_block(spec: CorpusSpec, generated: list[dict[str, Any]]) -> dict[str, Any]:

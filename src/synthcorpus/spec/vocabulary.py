@@ -58,5 +58,5 @@ def gate_columns(batch: str) -> tuple[str, ...]:
     if batch != "run_metrics":
         return GATE_COLUMNS[batch]
     return GATE_COLUMNS[batch] + tuple(f"filtered_share_{r}" for r in REASONS)
-
-
+# What each generating shard's budget entry totals (generation.py writes them, lineage.py sums them).
+BUDGET_TOTALS = ("completion_tokens", "prompt_tokens", "gpu_seconds", "cost_usd", "rows")
