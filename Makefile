@@ -16,7 +16,7 @@ export HF_DATASETS_OFFLINE := 1
 export SCARF_ANALYTICS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install airflow-home demo test bench lock clean up down status
+.PHONY: install chromium airflow-home demo test bench lock clean up down status
 
 install: $(VENV)/.installed
 
@@ -61,7 +61,22 @@ demo: airflow-home
 	echo "OpenLineage events: $(AIRFLOW_HOME)/openlineage/events.jsonl"; \
 	exit $$status
 
-test: install
+# The UI browser tests drive Debian's chromium through playwright (never `playwright install`).
+# Installed once with apt (apt-get update only if the plain install fails); silent when already there.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+CHROMIUM_LOG := $(CURDIR)/.artifacts/chromium-install.log
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  echo "== installing Debian's chromium for the browser tests (apt-get; log: $(CHROMIUM_LOG))"; \
+	  mkdir -p $(dir $(CHROMIUM_LOG)); \
+	  { $(APT_GET) install -y --no-install-recommends chromium || \
+	    { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends chromium; }; } > $(CHROMIUM_LOG) 2>&1 \
+	  && test -x $(CHROMIUM) \
+	  || { tail -20 $(CHROMIUM_LOG); echo "chromium install failed; full log: $(CHROMIUM_LOG)"; exit 1; }; }
+
+test: install chromium
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 

@@ -9,6 +9,10 @@ MinHash stages at 100k and 1M docs; the GX gate vs the same checks in pandas on 
 refresh: see benchmarks/refresh_bench.py (10k new docs deduplicated against 0, 100k and 1M published ones
 through quality.published_index: time and peak memory side by side, recall).
 
+ui_pages: see benchmarks/ui_bench.py (the Corpora UI's pages, GET through FastAPI's TestClient, for a finished
+1k-document and a finished 100k-document run built by the pipeline with the fake engine: median wall time
+and bytes per page side by side, ratio large/small; target: the 100k run's page answers in < 1 s).
+
 scheduler_throughput: see benchmarks/scheduler_bench.py (generate's tok/s on the real deployment vs
 `airflow dags test`, same spec).
 
@@ -86,6 +90,7 @@ MODULES = {
     "gate_vs_pandas": ("quality_bench", "gate_vs_pandas"),
     "scheduler_throughput": ("scheduler_bench", "scheduler_throughput"),
     "refresh": ("refresh_bench", "refresh"),
+    "ui_pages": ("ui_bench", "ui_pages"),
 }
 
 
@@ -103,6 +108,6 @@ def run(name: str) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "minhash", "topic_extraction",
-                             "quality_throughput", "gate_vs_pandas", "scheduler_throughput", "refresh"]
+                             "quality_throughput", "gate_vs_pandas", "scheduler_throughput", "refresh", "ui_pages"]
     for name in wanted:
         run(name)

@@ -42,7 +42,8 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "near_dedup": {"clusters": "clusters.parquet"},
     "top_up": {"surplus": "surplus.parquet"},
     "quality_gate": {"report": "report.json", "validation": "validation.json", "report_html": "report.html",
-                     "data_docs": "data_docs", "diversity": "diversity.json"},
+                     "data_docs": "data_docs", "diversity": "diversity.json",
+                     "profile": "profile.json"},
 }
 # Files inside one shard's own folder (``{stage}/shard-00000/...``).
 SHARD_FILES = {"result": "result.json", "validation": "validation.json"}

@@ -91,8 +91,9 @@ def write_text(uri: str, text: str) -> None:
 
 
 def list_files(uri: str) -> list[str]:
-    """Every file under a prefix, as full URIs, sorted."""
+    """Every file under a prefix, as full URIs, sorted (never from a stale listings cache)."""
     fs, path = _fs(uri)
+    fs.invalidate_cache(path)
     if not fs.exists(path):
         return []
     proto = uri.split("://", 1)[0] if "://" in uri else "file"
@@ -100,6 +101,31 @@ def list_files(uri: str) -> list[str]:
     for p in sorted(fs.find(path)):
         out.append(f"{proto}://{p}" if proto != "file" else "file://" + p)
     return out
+
+
+def list_names(uri: str) -> list[str]:
+    """The names of the files and folders directly under a prefix (one listing, no recursion), sorted;
+    [] if there is none."""
+    fs, path = _fs(uri)
+    fs.invalidate_cache(path)  # s3fs caches listings; a page polling a running stage must see new files
+    try:
+        entries = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError(f"{uri}: listing failed ({exc})") from exc
+    own = path.rstrip("/")
+    return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries if e.rstrip("/") != own})
+
+
+def modified(uri: str) -> float | None:
+    """When a stored file was last written (POSIX seconds), None if it does not exist or the store does not say."""
+    fs, path = _fs(uri)
+    try:
+        stamp = fs.modified(path)
+    except (FileNotFoundError, NotImplementedError, OSError):
+        return None
+    return stamp.timestamp() if hasattr(stamp, "timestamp") else None
 
 
 def delete(uri: str) -> None:

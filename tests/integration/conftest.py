@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -75,18 +76,20 @@ def seaweedfs(tmp_path_factory):
 def airflow_stack(tmp_path_factory):
     """The deployment `make up` starts (synthcorpus.deploy.Stack) in a fresh AIRFLOW_HOME: its own PostgreSQL
     database, Celery queue and ports, so it never meets another run's; the corpus specs of
-    tests/integration/test_stack.py and test_stack_refresh.py in its corpora folder. Yields (stack, corpora dir, base dir); stops
+    tests/integration/test_stack.py, test_stack_refresh.py and test_ui.py in its corpora folder. Yields (stack, corpora dir, base dir); stops
     every process by PID and drops the database afterwards."""
     from synthcorpus.deploy import Stack, drop_database
     from tests.conftest import ROOT, write_spec
     from tests.integration.test_stack import stack_spec
     from tests.integration.test_stack_refresh import refresh_spec
+    from tests.integration.test_ui import ui_spec
 
     base = tmp_path_factory.mktemp("stack")
     corpora = base / "corpora"
     corpora.mkdir()
     write_spec(corpora, stack_spec())
     write_spec(corpora, refresh_spec())  # scheduled every minute, paused until its test unpauses it
+    write_spec(corpora, ui_spec())  # the Corpora pages' corpus: its runs are made in-process, its DAG stays paused
     tag = f"{os.getpid()}_{random.randint(0, 999_999)}"
     api, worker_log, trigger_log = _ports(3)
     stack = Stack(
@@ -102,3 +105,67 @@ def airflow_stack(tmp_path_factory):
     finally:
         stack.down(say=lambda *_: None)
         drop_database(stack.sql_alchemy_conn)
+
+
+# --- Browser tests (the Corpora UI plugin) --------------------------------------------------------------
+# Debian's chromium (`make test` apt-installs it), driven by the playwright Python package through its
+# bundled node driver; `playwright install` is never run and no browser is ever downloaded.
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    """A headless chromium (playwright sync API) for the whole session; closed with playwright afterwards."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (apt-get install -y --no-install-recommends chromium)")
+    from playwright.sync_api import sync_playwright
+
+    p = sync_playwright().start()
+    try:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            headless=True,
+        )
+    except BaseException:
+        p.stop()
+        raise
+    try:
+        yield browser
+    finally:
+        browser.close()
+        p.stop()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where tests save screenshots as artifacts: $SYNTHCORPUS_ARTIFACTS/screenshots, else
+    <repo>/.artifacts/screenshots (git-ignored)."""
+    from tests.conftest import ROOT
+
+    base = os.environ.get("SYNTHCORPUS_ARTIFACTS")
+    out = (Path(base) if base else ROOT / ".artifacts") / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def browser_login(browser, base_url: str, username: str, password: str):
+    """A new browser context + page logged into the Airflow UI (SimpleAuthManager), as its own login page does:
+    POST {base_url}/auth/token with JSON {"username", "password"} -> {"access_token"}, stored as the `_token`
+    cookie (path /), which the UI and every api-server route (plugins' included) read. The page is blank:
+    the caller navigates, and closes it with page.context.close(). Checked against Airflow 3.3.2."""
+    base_url = base_url.rstrip("/")
+    context = browser.new_context()
+    try:
+        resp = context.request.post(f"{base_url}/auth/token", data={"username": username, "password": password})
+        if resp.status != 201:
+            raise RuntimeError(f"Airflow login as {username!r} failed: POST {base_url}/auth/token -> "
+                               f"{resp.status} {resp.text()[:200]}")
+        token = resp.json()["access_token"]
+        url = urllib.parse.urlsplit(base_url)
+        context.add_cookies([{"name": "_token", "value": token, "domain": url.hostname, "path": "/",
+                              "secure": url.scheme == "https", "sameSite": "Lax"}])
+        return context.new_page()
+    except BaseException:
+        context.close()
+        raise

@@ -87,6 +87,22 @@ def profile_batches(batches: Iterable[Any]) -> dict[str, Any]:
     }
 
 
+def merge_profiles(profiles: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' profiles (see :func:`profile_batches`) summed: rows, counts per balance dimension,
+    the word-count histogram (int keys) and the opening counts, as Counters."""
+    rows = 0
+    words: Counter[int] = Counter()
+    openings: Counter[str] = Counter()
+    counts: dict[str, Counter[str]] = {d: Counter() for d in BALANCE_DIMENSIONS}
+    for p in profiles:
+        rows += p["rows"]
+        words.update({int(k): v for k, v in p["n_words"].items()})
+        openings.update(p.get("openings", {}))
+        for d in BALANCE_DIMENSIONS:
+            counts[d].update(p["counts"].get(d, {}))
+    return {"rows": rows, "counts": counts, "n_words": words, "openings": openings}
+
+
 def quantile(hist: Counter[int], q: float) -> float:
     """The q-quantile of a histogram (lower value at ties, like numpy's 'lower'); 0 when empty."""
     total = sum(hist.values())
@@ -135,18 +151,11 @@ def run_metrics(spec: CorpusSpec, stage_stats: dict[str, Any], document_uris: li
         for want, got in m.get("language_confusion", {}).items():
             matched += got.get(want, 0)
             checked += sum(got.values())
-    documents = sum(p["rows"] for p in profiles)
+    merged = merge_profiles(profiles)
+    documents, words, openings, counts = merged["rows"], merged["n_words"], merged["openings"], merged["counts"]
     exact = stage_stats["dedup"].get("removed", 0)
     near = stage_stats["near_dedup"].get("removed", 0)
     decontam = stage_stats["decontaminate"]
-    words: Counter[int] = Counter()
-    openings: Counter[str] = Counter()
-    counts: dict[str, Counter[str]] = {d: Counter() for d in BALANCE_DIMENSIONS}
-    for p in profiles:
-        words.update({int(k): v for k, v in p["n_words"].items()})
-        openings.update(p["openings"])
-        for d in BALANCE_DIMENSIONS:
-            counts[d].update(p["counts"].get(d, {}))
     share = lambda n, d: round(n / d, 6) if d else 0.0  # noqa: E731
     metrics: dict[str, Any] = {
         "generated": generated,

@@ -5,7 +5,7 @@ combines it with every shard's ``documents`` expectations into one report.
 Reads ``validate_shard`` (running any shard not committed yet), the stats of ``filter_shard``,
 ``dedup``, ``near_dedup``, ``decontaminate`` and ``top_up`` (its rounds filter, dedup and decontaminate too),
 and ``prompts``' diversity report; writes
-``quality_gate/report.json``, ``validation.json``, ``report.html``, ``diversity.json``, one Data Docs site
+``quality_gate/report.json``, ``validation.json``, ``report.html``, ``diversity.json``, ``profile.json``, one Data Docs site
 (``quality_gate/data_docs/``) and the run's ``lineage.json``. A failed gate keeps a quarantine copy of
 the report and raises :class:`GateFailed` -- nothing is committed, nothing can be published -- unless
 the DAG param ``override_gate_reason`` gives a reason: then the run may be published and the override
@@ -59,8 +59,10 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
                       "shard": shard_name(m["shard"])} for m in results(run, "validate_shard")]
     checks = release_checks(run.spec)
     stage_stats = quality_stats(run)
-    metrics, openings = run_metrics(run.spec, stage_stats, documents, [s["profile"] for s in shard_results])
+    profiles = [s["profile"] for s in shard_results]
+    metrics, openings = run_metrics(run.spec, stage_stats, documents, profiles)
     write_diversity(run, openings)
+    write_profile(run, profiles)
     include = {rel: storage.read_bytes(layout.shard_dir("validate_shard", s["index"], rel))
                for s in shard_results for rel in s["gx_files"]}
     docs_dir = layout.output(NAME, "data_docs")
@@ -131,6 +133,18 @@ def _validation_pages(site_files: list[str]) -> dict[str, str]:
     folder = OUTPUTS[NAME]["data_docs"]
     return {"/".join(rel.split("/")[1:-2]): f"{folder}/{rel}" for rel in site_files
             if rel.startswith("validations/") and rel.endswith(".html") and rel.count("/") >= 3}
+
+
+def write_profile(run: RunContext, profiles: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's distributions (documents per format, audience, topic and language; the word-count
+    histogram) merged from the shard profiles: what the run page charts without reading a document."""
+    from ..quality.release import merge_profiles
+
+    merged = merge_profiles(profiles)
+    profile = {"rows": merged["rows"], "counts": {d: dict(c.most_common()) for d, c in merged["counts"].items()},
+               "n_words": {str(k): v for k, v in sorted(merged["n_words"].items())}}
+    storage.write_json(run.layout.output(NAME, "profile"), profile)
+    return profile
 
 
 def write_diversity(run: RunContext, openings: Counter[str]) -> dict[str, Any]:
