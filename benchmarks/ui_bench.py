@@ -16,10 +16,10 @@ large is requested in turn (interleaved, so both see the same machine load). Rep
 median wall time of the 5 (min and max too), the response size in bytes, the ratio large / small, and
 whether the large run's page answers in < 1 s.
 
-Run: .venv/bin/python benchmarks/run.py ui_pages (full: builds 1 k + 100 k documents),
+Run: .venv/bin/python benchmarks/run.py ui_pages (full: ~6.5 min here, nearly all of it building the 100 k run),
 or .venv/bin/python benchmarks/ui_bench.py [--quick] [--small N] [--large N] [--shard-size N] [--repeats N]
 [--root DIR] [--profile]
-(--quick: 200 vs 5 000 documents; --root DIR: build into DIR and keep it, or reuse the runs already
+(--quick: 200 vs 5 000 documents, ~70 s here; --root DIR: build into DIR and keep it, or reuse the runs already
 there; --profile: cProfile of what each large-run page's route calls, top functions by cumulative time).
 """
 
