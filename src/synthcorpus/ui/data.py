@@ -322,10 +322,22 @@ def published_sample(run: RunContext, limit: int = SAMPLE_ROWS) -> list[dict[str
 REMOVED_STAGES = ("filter_shard", "dedup", "near_dedup", "decontaminate")
 
 
-def removed_sample(run: RunContext, per_stage: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
-    """A few documents each quality stage removed, with the stage and the reason."""
+def _removed_counts(counts: dict[str, Any]) -> dict[str, int | None]:
+    """How many documents each quality stage removed (lineage counts; None when not known yet)."""
+    filtered = counts.get("filtered_out")
+    return {"filter_shard": sum(filtered.values()) if filtered is not None else None,
+            "dedup": counts.get("exact_duplicates"), "near_dedup": counts.get("near_duplicates"),
+            "decontaminate": counts.get("contaminated")}
+
+
+def removed_sample(run: RunContext, counts: dict[str, Any], per_stage: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
+    """A few documents each quality stage removed, with the stage and the reason. A stage that removed
+    nothing (by the lineage counts) is not opened: its shards' removed files are empty."""
     out = []
+    removed = _removed_counts(counts)
     for stage in REMOVED_STAGES:
+        if removed[stage] == 0:
+            continue
         names = storage.list_names(run.layout.stage_dir(stage))
         uris = [run.layout.removed(stage)] if "removed.parquet" in names else []
         if "removed" in names:
@@ -362,7 +374,7 @@ def run_report(spec: CorpusSpec, run_id: str) -> dict[str, Any]:
         "corpus": spec.name, "dag_id": spec.dag_id, "run_id": run.run_id, "storage": run.layout.run_uri,
         "stages": stage_states(run), "funnel": funnel(run, lineage), "counts": lineage.get("counts") or {},
         "progress": progress(spec, run.run_id), "topics": topics(run), "distributions": distributions(run),
-        "gate": gate(run), "published": published_sample(run), "removed": removed_sample(run),
+        "gate": gate(run), "published": published_sample(run), "removed": removed_sample(run, lineage.get("counts") or {}),
         "budget": budget(run, lineage), "model": lineage.get("model"), "has_lineage": storage.exists(run.layout.lineage),
         "shortfall_reason": (lineage.get("counts") or {}).get("shortfall_reason"),
     }
