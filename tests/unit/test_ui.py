@@ -109,6 +109,12 @@ def test_every_page_answers_and_shows_its_numbers(client, corpora):
     assert js.status_code == 200 and len(js.content) > 1_000_000 and b"plotly" in js.content[:2000].lower()
 
 
+def test_a_run_that_has_not_started_says_so(client):
+    page = client.get("/dags/synthcorpus_tiny/runs/manual__2026-12-02T04:00:00+00:00")
+    assert page.status_code == 200 and "has written nothing yet" in page.text
+    assert client.get("/dags/synthcorpus_tiny/runs/manual__2026-12-02T04:00:00+00:00/progress.json").json()["state"] == "planning"
+
+
 def test_a_broken_spec_has_a_page_naming_its_problems(client):
     page = client.get("/dags/synthcorpus_broken")
     assert page.status_code == 200 and "Spec problems" in page.text and "documents" in page.text
@@ -186,3 +192,11 @@ def test_progress_of_a_shard_in_progress_is_read_from_its_checkpoint_parts(tmp_p
 def test_histogram_buckets_keep_every_count():
     fig = charts.histogram("w", {str(v): 1 for v in range(10, 110)}, bins=20)
     assert sum(fig["data"][0]["y"]) == 100 and len(fig["data"][0]["x"]) == 20
+
+
+def test_a_run_gated_before_profile_json_existed_merges_its_shard_profiles(corpora):
+    _, spec = corpora
+    run = RunContext.create(spec, "v2")
+    written = data.distributions(run)
+    storage.delete(run.layout.output("quality_gate", "profile"))
+    assert data.distributions(run) == written and sum(written["counts"]["format"].values()) == 8

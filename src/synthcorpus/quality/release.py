@@ -103,6 +103,14 @@ def merge_profiles(profiles: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": rows, "counts": counts, "n_words": words, "openings": openings}
 
 
+def distributions(profiles: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The merged profiles as JSON: rows, documents per value of each balance dimension (most common
+    first) and the word-count histogram; no openings (the diversity report keeps the top ones)."""
+    merged = merge_profiles(profiles)
+    return {"rows": merged["rows"], "counts": {d: dict(c.most_common()) for d, c in merged["counts"].items()},
+            "n_words": {str(k): v for k, v in sorted(merged["n_words"].items())}}
+
+
 def quantile(hist: Counter[int], q: float) -> float:
     """The q-quantile of a histogram (lower value at ties, like numpy's 'lower'); 0 when empty."""
     total = sum(hist.values())

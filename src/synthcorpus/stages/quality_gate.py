@@ -138,11 +138,9 @@ def _validation_pages(site_files: list[str]) -> dict[str, str]:
 def write_profile(run: RunContext, profiles: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's distributions (documents per format, audience, topic and language; the word-count
     histogram) merged from the shard profiles: what the run page charts without reading a document."""
-    from ..quality.release import merge_profiles
+    from ..quality.release import distributions
 
-    merged = merge_profiles(profiles)
-    profile = {"rows": merged["rows"], "counts": {d: dict(c.most_common()) for d, c in merged["counts"].items()},
-               "n_words": {str(k): v for k, v in sorted(merged["n_words"].items())}}
+    profile = distributions(profiles)
     storage.write_json(run.layout.output(NAME, "profile"), profile)
     return profile
 

@@ -157,7 +157,10 @@ def create_app(corpora_dir: str | Path, *, authenticated: Callable | None = None
     @dag.get("/dags/{dag_id}/runs/{run_id}", response_class=HTMLResponse)
     def run(request: Request, dag_id: str, run_id: str) -> str:
         spec = spec_of(dag_id)
-        report = data.run_report(spec, info.storage_run_id(dag_id, data.checked_id(run_id, "run")))
+        try:
+            report = data.run_report(spec, info.storage_run_id(dag_id, data.checked_id(run_id, "run")))
+        except data.NotStarted as exc:  # a queued run: not an error
+            return pages.message_page(base(request), f"Run {run_id}", str(exc))
         return pages.run_page(base(request), report, run_id)
 
     @dag.get("/dags/{dag_id}/runs/{run_id}/progress.json")

@@ -39,6 +39,10 @@ class NotFound(LookupError):
     """An id, version or file that is not in the corpus (the pages answer 404)."""
 
 
+class NotStarted(NotFound):
+    """A well-formed run id with nothing in storage yet (a queued DAG run: its page says so)."""
+
+
 def checked_id(value: str, what: str) -> str:
     """``value`` if it is a well-formed run or version id, else NotFound: ids from a URL never reach a
     storage path with a ``/`` or a ``..`` in them."""
@@ -267,11 +271,9 @@ def distributions(run: RunContext) -> dict[str, Any] | None:
         shard_results = results(run, "validate_shard", required=False)
         if not shard_results:
             return None
-        from ..quality.release import merge_profiles
+        from ..quality.release import distributions as merged
 
-        merged = merge_profiles(_json(m["outputs"]["result"])["profile"] for m in shard_results)
-        profile = {"rows": merged["rows"], "counts": {d: dict(c.most_common()) for d, c in merged["counts"].items()},
-                   "n_words": {str(k): v for k, v in sorted(merged["n_words"].items())}}
+        profile = merged(_json(m["outputs"]["result"])["profile"] for m in shard_results)
     diversity = _json(run.layout.output("quality_gate", "diversity")) or {}
     return {**profile, "openings": ((diversity.get("openings") or {}).get("top") or [])[:10]}
 
@@ -368,7 +370,8 @@ def run_report(spec: CorpusSpec, run_id: str) -> dict[str, Any]:
     """Everything the run page shows."""
     run = run_context(spec, run_id)
     if not storage.list_names(run.layout.run_uri):
-        raise NotFound(f"run {run.run_id!r} of corpus {spec.name!r}: nothing in storage at {run.layout.run_uri}")
+        raise NotStarted(f"run {run.run_id!r} of corpus {spec.name!r} has written nothing yet (to {run.layout.run_uri}); "
+                         "its page fills in once its first stage commits")
     lineage = run_lineage(run)
     return {
         "corpus": spec.name, "dag_id": spec.dag_id, "run_id": run.run_id, "storage": run.layout.run_uri,
