@@ -59,6 +59,7 @@ demo: airflow-home
 	echo; echo "== summary"; \
 	$(BIN)/synthcorpus summary include/corpora/demo.yaml --run-id $$run || status=1; \
 	echo "OpenLineage events: $(AIRFLOW_HOME)/openlineage/events.jsonl"; \
+	echo "Its pages in the Airflow UI: make up, then http://127.0.0.1:8080/dags/synthcorpus_demo/plugin/corpus (run $$run under Runs)"; \
 	exit $$status
 
 # The UI browser tests drive Debian's chromium through playwright (never `playwright install`).

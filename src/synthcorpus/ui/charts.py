@@ -64,7 +64,7 @@ def filtered_by_reason(versions: list[dict[str, Any]]) -> dict[str, Any]:
     data = [{"type": "bar", "name": r, "x": x, "y": [v["filtered_share_by_reason"].get(r, 0) for v in versions]} for r in reasons]
     empty = {} if reasons else {"annotations": [{"text": "no version had a document filtered", "showarrow": False,
                                                   "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}]}
-    return _figure("Filtered share by reason", data, barmode="stack", xaxis={"type": "category"},
+    return _figure("Filtered share by reason", data, barmode="stack", showlegend=True, xaxis={"type": "category"},
                    yaxis={"tickformat": ".0%", "rangemode": "tozero"}, **empty)
 
 
