@@ -200,3 +200,11 @@ def test_a_run_gated_before_profile_json_existed_merges_its_shard_profiles(corpo
     written = data.distributions(run)
     storage.delete(run.layout.output("quality_gate", "profile"))
     assert data.distributions(run) == written and sum(written["counts"]["format"].values()) == 8
+
+
+def test_an_unreadable_file_gives_one_error_naming_it(client, corpora):
+    _, spec = corpora
+    manifest = data.corpus_layout(spec).manifest_of("v1")
+    storage.write_text(manifest, "{not json")
+    page = client.get("/dags/synthcorpus_tiny")
+    assert page.status_code == 502 and "v1/manifest.json" in page.text and "expected JSON" in page.text

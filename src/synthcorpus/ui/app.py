@@ -29,6 +29,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..spec import CorpusSpec, SpecError, discover
+from ..storage import StorageError
 from . import data, pages
 
 
@@ -121,6 +122,11 @@ def create_app(corpora_dir: str | Path, *, authenticated: Callable | None = None
     @app.exception_handler(data.NotFound)
     async def not_found(request: Request, exc: data.NotFound) -> Response:
         return HTMLResponse(pages.message_page(base(request), "Not found", str(exc)), status_code=404)
+
+    @app.exception_handler(StorageError)
+    async def storage_error(request: Request, exc: StorageError) -> Response:
+        # a file the page needs is unreadable or not what it should be: say which, not a stack trace
+        return HTMLResponse(pages.message_page(base(request), "Storage error", str(exc)), status_code=502)
 
     @top.get("/", response_class=HTMLResponse)
     def corpora_list(request: Request) -> str:
