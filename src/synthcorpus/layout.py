@@ -76,6 +76,7 @@ def data_file(index: int, total: int) -> str:
 
 DATA_FILES_PATTERN = "data/train-*.parquet"
 MANIFEST = "manifest.json"  # a version exists once its manifest does
+LINEAGE = "lineage.json"  # what produced a run (in the run, and a copy in its version)
 
 
 def sanitize_run_id(run_id: str) -> str:
@@ -115,14 +116,24 @@ class RunLayout:
         # One version per run id: re-publishing the same run is idempotent.
         return self.run_id
 
+    @property
+    def versions_root(self) -> str:
+        """The folder holding one folder per published version."""
+        return join(self.corpus_uri, "versions")
+
+    @property
+    def runs_root(self) -> str:
+        """The folder holding one folder per run."""
+        return join(self.corpus_uri, "runs")
+
     def version_uri(self, rel: str = "") -> str:
         """The version of this run, or a file in it (``rel`` as listed in its manifest)."""
-        base = join(self.corpus_uri, "versions", self.version)
+        base = join(self.versions_root, self.version)
         return join(base, rel) if rel else base
 
     def version_file(self, version: str, rel: str) -> str:
         """A file of any published version of the corpus (``rel`` as listed in that version's manifest)."""
-        return join(self.corpus_uri, "versions", version, rel)
+        return join(self.versions_root, version, rel)
 
     def manifest_of(self, version: str) -> str:
         return self.version_file(version, MANIFEST)
@@ -150,12 +161,12 @@ class RunLayout:
 
     @property
     def version_lineage(self) -> str:
-        return self.version_uri("lineage.json")
+        return self.version_uri(LINEAGE)
 
     # ------------------------------------------------------------------ run level
     @property
     def run_uri(self) -> str:
-        return join(self.corpus_uri, "runs", self.run_id)
+        return join(self.runs_root, self.run_id)
 
     @property
     def spec_snapshot(self) -> str:
@@ -163,7 +174,7 @@ class RunLayout:
 
     @property
     def lineage(self) -> str:
-        return join(self.run_uri, "lineage.json")
+        return join(self.run_uri, LINEAGE)
 
     @property
     def budget_dir(self) -> str:
@@ -202,11 +213,15 @@ class RunLayout:
         """The checkpoint parts folder of shard ``index`` while it is in progress."""
         return join(self.stage_dir(stage), shard_name(index) + ".parts")
 
+    def removed_dir(self, stage: str) -> str:
+        """The folder of a mapped stage's per-shard removed rows."""
+        return join(self.stage_dir(stage), "removed")
+
     def removed(self, stage: str, index: int | None = None) -> str:
         """Rows a stage removed (one file per shard for mapped stages, else one file)."""
         if index is None:
             return join(self.stage_dir(stage), "removed.parquet")
-        return join(self.stage_dir(stage), "removed", shard_name(index) + ".parquet")
+        return join(self.removed_dir(stage), shard_name(index) + ".parquet")
 
 
 def part(parts_uri: str, number: int) -> str:

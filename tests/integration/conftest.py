@@ -113,9 +113,11 @@ def airflow_stack(tmp_path_factory):
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser():
-    """A headless chromium (playwright sync API) for the whole session; closed with playwright afterwards."""
+    """A headless chromium (playwright sync API) for one test module; closed with playwright afterwards.
+    Not for the session: while playwright's sync API runs, its event loop counts as running in the main
+    thread, and every later test that calls asyncio.run() would fail."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (apt-get install -y --no-install-recommends chromium)")
     from playwright.sync_api import sync_playwright

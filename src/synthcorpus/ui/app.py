@@ -28,6 +28,7 @@ import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from ..layout import LINEAGE
 from ..spec import CorpusSpec, SpecError, discover
 from ..storage import StorageError
 from . import data, pages
@@ -180,7 +181,7 @@ def create_app(corpora_dir: str | Path, *, authenticated: Callable | None = None
         spec = spec_of(dag_id)
         body, kind = data.run_file(spec, info.storage_run_id(dag_id, data.checked_id(run_id, "run")), rel)
         headers = {"X-Content-Type-Options": "nosniff"}
-        if rel == "lineage.json":
+        if rel == LINEAGE:
             headers["Content-Disposition"] = f'attachment; filename="lineage-{data.run_context(spec, run_id).run_id}.json"'
         return Response(body, media_type=kind, headers=headers)
 

@@ -16,11 +16,11 @@ import time
 from typing import Any
 
 from .. import storage
-from ..layout import MARKER_SUFFIX, OUTPUTS, SHARD_PREFIX, STAGE_MARKER, RunLayout, part_number, sanitize_run_id
+from ..layout import LINEAGE, MARKER_SUFFIX, OUTPUTS, SHARD_PREFIX, STAGE_MARKER, RunLayout, part_number, sanitize_run_id
 from ..lineage import LINEAGE_STAGES, build_lineage
 from ..spec import CorpusSpec
-from ..stages import STAGES, TABLE
-from ..stages.contract import RunContext, read_marker, result, results
+from ..stages import TABLE
+from ..stages.contract import RunContext, read_marker, results
 
 # Run and version ids from a URL: letters, digits and . _ : + - (Airflow's run ids), never "..".
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,199}")
@@ -73,11 +73,11 @@ def latest(spec: CorpusSpec) -> dict[str, Any] | None:
 
 
 def version_ids(spec: CorpusSpec) -> list[str]:
-    return [v for v in storage.list_names(storage.join(corpus_layout(spec).corpus_uri, "versions")) if _SAFE_ID.fullmatch(v)]
+    return [v for v in storage.list_names(corpus_layout(spec).versions_root) if _SAFE_ID.fullmatch(v)]
 
 
 def run_ids(spec: CorpusSpec) -> list[str]:
-    return [r for r in storage.list_names(storage.join(corpus_layout(spec).corpus_uri, "runs")) if _SAFE_ID.fullmatch(r)]
+    return [r for r in storage.list_names(corpus_layout(spec).runs_root) if _SAFE_ID.fullmatch(r)]
 
 
 def version(spec: CorpusSpec, version_id: str) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def version(spec: CorpusSpec, version_id: str) -> dict[str, Any]:
     manifest = _json(layout.manifest_of(vid))
     if manifest is None:
         raise NotFound(f"version {vid!r} of corpus {spec.name!r}: no manifest")
-    lineage = _json(layout.version_file(vid, "lineage.json")) or {}
+    lineage = _json(layout.version_file(vid, LINEAGE)) or {}
     counts = lineage.get("counts") or {}
     metrics = (lineage.get("gate") or {}).get("metrics") or {}
     generated = counts.get("generated") or 0
@@ -340,10 +340,11 @@ def removed_sample(run: RunContext, counts: dict[str, Any], per_stage: int = SAM
     for stage in REMOVED_STAGES:
         if removed[stage] == 0:
             continue
-        names = storage.list_names(run.layout.stage_dir(stage))
-        uris = [run.layout.removed(stage)] if "removed.parquet" in names else []
-        if "removed" in names:
-            uris += [u for u in storage.list_files(storage.join(run.layout.stage_dir(stage), "removed")) if u.endswith(".parquet")]
+        names = set(storage.list_names(run.layout.stage_dir(stage)))
+        single, folder = run.layout.removed(stage), run.layout.removed_dir(stage)
+        uris = [single] if posixpath.basename(single) in names else []
+        if posixpath.basename(folder) in names:
+            uris += [u for u in storage.list_files(folder) if u.endswith(".parquet")]
         taken = 0
         for uri in uris:
             if taken >= per_stage:
@@ -398,7 +399,7 @@ def run_file(spec: CorpusSpec, run_id: str, rel: str) -> tuple[bytes, str]:
     """A file of the run the pages serve: ``lineage.json``, the gate's ``report.html``, or a page of its
     Data Docs site (``data_docs/...``). A path that leaves the site, or any other file: NotFound."""
     run = run_context(spec, run_id)
-    if rel == "lineage.json":
+    if rel == LINEAGE:
         uri = run.layout.lineage
     elif rel in GATE_FILES:
         uri = run.layout.output(*GATE_FILES[rel])
@@ -443,6 +444,3 @@ def spec_text(spec: CorpusSpec) -> str:
     """The spec as loaded (defaults filled in), as the run pins it."""
     return json.dumps(spec.canonical(), indent=2, sort_keys=False)
 
-
-__all__ = ["NotFound", "checked_id", "corpus_summary", "versions", "runs", "run_report", "progress", "run_file",
-           "version_diff", "spec_text", "STAGES"]
