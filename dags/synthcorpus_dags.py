@@ -38,13 +38,20 @@ def _execute(spec_path: str, stage: str, shard: int | None = None) -> dict | lis
     params = context["params"]
     if shard is not None:
         context["shard_label"] = shard_name(shard)
+    from synthcorpus.airflow_adapter import emit_metrics
+    from synthcorpus.observability import gate_failed, stage_metrics
+
+    run = None
     try:
         run = open_run(spec_path, _run_id(params, context["run_id"]), params)
         marker = execute(run, stage, shard)
     except Exception as exc:
+        if run is not None and type(exc).__name__ == "GateFailed":
+            emit_metrics(gate_failed(run.spec.name))
         if retry_cannot_help(exc):  # fail now, without the spec's retries: a retry would fail the same way
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
         raise
+    emit_metrics(stage_metrics(run.spec.name, stage, marker))  # StatsD, as [metrics] configures (README "Metrics")
     if stage == "publish":  # the release, for consumers scheduled on the corpus asset
         from synthcorpus.publish import release_event
 

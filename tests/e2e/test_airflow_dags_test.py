@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -19,8 +21,51 @@ from tests.conftest import ROOT, tiny_spec_dict, write_spec
 BIN = Path(sys.executable).parent
 
 
+class StatsdReceiver:
+    """A UDP socket on loopback collecting StatsD packets (what Airflow's stats client sends)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            self.lines.extend(data.decode(errors="replace").splitlines())
+
+    def values(self, name: str) -> list[tuple[str, float]]:
+        """(type, value) of every packet for ``name`` (``c`` counter, ``g`` gauge; ``+x`` gauges as deltas)."""
+        out = []
+        for line in list(self.lines):
+            metric, _, rest = line.partition(":")
+            if metric == name:
+                value, kind = rest.split("|")[:2]
+                out.append((kind, float(value)))
+        return out
+
+    def total(self, name: str) -> float:
+        return sum(v for _, v in self.values(name))
+
+    def close(self):
+        self.sock.close()
+
+
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory):
+def statsd():
+    receiver = StatsdReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory, statsd):
     base = tmp_path_factory.mktemp("e2e")
     corpora = base / "corpora"
     corpora.mkdir()
@@ -30,6 +75,9 @@ def airflow_env(tmp_path_factory):
         "PROJECT_DIR": str(ROOT),
         "SYNTHCORPUS_CORPORA_DIR": str(corpora),
         "SYNTHCORPUS_STORAGE_URI": (base / "storage").as_uri(),
+        # Airflow's stats client sends to the test's UDP receiver (the tasks' metrics: synthcorpus.observability)
+        "AIRFLOW__METRICS__STATSD_ON": "True", "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
     }
     (base / "airflow" / "openlineage").mkdir(parents=True)
     subprocess.run([BIN / "synthcorpus", "render-config", ROOT / "airflow.cfg.template", base / "airflow" / "airflow.cfg"],
@@ -46,7 +94,7 @@ def dags_test(env, dag_id, run_name, **conf):
     )
 
 
-def test_tiny_corpus_runs_end_to_end(airflow_env):
+def test_tiny_corpus_runs_end_to_end(airflow_env, statsd):
     base, corpora, env = airflow_env
     write_spec(corpora, tiny_spec_dict(name="tiny", documents=9, **{"generation.max_tokens": 40, "generation.shard_size": 4}))
     res = dags_test(env, "synthcorpus_tiny", "e2e-1")
@@ -89,6 +137,15 @@ def test_tiny_corpus_runs_end_to_end(airflow_env):
     assert [s["shard"] for s in report["shards"]] == [f"shard-{i:05d}" for i in range(documents)]
     assert report["metrics"]["documents"] == table.num_rows and "n_words_p50" in report["metrics"]
 
+    # Every task sent its metrics through Airflow's stats client (StatsD over UDP): they add up to lineage.json.
+    metric = "airflow.synthcorpus.tiny."
+    assert statsd.total(metric + "generate.completion_tokens") == lineage["counts"]["completion_tokens"] > 0
+    assert statsd.total(metric + "filter_shard.documents") == lineage["counts"]["after_filters"] - sum(
+        r["kept"] for r in json.loads((corpus / "runs" / "e2e-1" / "top_up" / "_stage.commit.json").read_text())["stats"].get("round_stats", []))
+    assert statsd.values(metric + "gate.passed") == [("c", 1.0)]
+    assert statsd.values(metric + "publish.rows") == [("g", float(table.num_rows))]
+    assert statsd.values(metric + "gate.documents") == [("g", float(table.num_rows))]
+
     # Re-running the same run name skips committed shards and republishes nothing new.
     before = {p: p.stat().st_mtime_ns for p in (corpus / "runs" / "e2e-1" / "generate").glob("*.parquet")}
     again = dags_test(env, "synthcorpus_tiny", "e2e-1")
@@ -97,7 +154,7 @@ def test_tiny_corpus_runs_end_to_end(airflow_env):
     assert before == {p: p.stat().st_mtime_ns for p in (corpus / "runs" / "e2e-1" / "generate").glob("*.parquet")}
 
 
-def test_failing_gate_fails_the_dag_run_and_publishes_nothing(airflow_env):
+def test_failing_gate_fails_the_dag_run_and_publishes_nothing(airflow_env, statsd):
     base, corpora, env = airflow_env
     write_spec(corpora, tiny_spec_dict(name="strict", documents=3,
                                        **{"generation.max_tokens": 24, "quality.min_documents": 50}))
@@ -108,6 +165,7 @@ def test_failing_gate_fails_the_dag_run_and_publishes_nothing(airflow_env):
     assert any("run_metrics" in line and "documents" in line and ">= 50" in line and "FAILED" in line
                for line in out.splitlines()), out[-3000:]
     assert res.returncode != 0  # the DAG run failed, so `airflow dags test` (and `make demo`) fails
+    assert statsd.values("airflow.synthcorpus.strict.gate.failed") == [("c", 1.0)]  # for alerting
     events = [json.loads(line) for line in (base / "airflow" / "openlineage" / "events.jsonl").read_text().splitlines()]
     # Failed once, not retried: a failed gate is not a transient error (the spec's retries are for those).
     assert [e["eventType"] for e in events if e["job"]["name"] == "synthcorpus_strict.quality_gate"] == ["START", "FAIL"]
