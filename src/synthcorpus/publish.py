@@ -110,7 +110,55 @@ def _budget_status(budget: dict[str, Any]) -> str:
     return ("within " + ", ".join(f"{k} {v}" for k, v in limits.items())) if limits else "unlimited"
 
 
-def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, Any]) -> str:
+# The run metrics the card's "Changes" section compares with the previous version's.
+CHANGE_METRICS = ("documents", "filtered_share", "duplicate_rate", "language_match_rate", "contaminated",
+                  "n_words_p50", "max_opening_share")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def changes_section(manifest: dict[str, Any], lineage: dict[str, Any], base_lineage: dict[str, Any] | None) -> list[str]:
+    """The card's release notes: rows added since the previous version, the gate's metrics against the
+    previous version's, the override if any, and links to both versions' lineage."""
+    gate = lineage.get("gate") or {}
+    base = manifest.get("base_version")
+    new = manifest.get("new_rows", manifest["rows"])
+    lines = ["## Changes", ""]
+    if base:
+        lines.append(f"- **+{new} rows** since version `{base}` ({manifest['rows']} in all); earlier rows unchanged, "
+                     f"referenced from `../{base}/`.")
+    else:
+        lines.append(f"- First version: {new} rows.")
+    override = gate.get("override")
+    if override:
+        lines.append(f"- Quality gate **overridden**: \"{override.get('reason')}\" ({override.get('at')}); failed: "
+                     + ", ".join(override.get("failed_expectations") or []) + ".")
+    else:
+        lines.append(f"- Quality gate: {_gate_status(gate)}.")
+    links = "[`lineage.json`](lineage.json)"
+    if base:
+        links += f"; previous version: [card](../{base}/README.md), [`lineage.json`](../{base}/lineage.json)"
+    lines += [f"- Lineage: {links}.", ""]
+    now = gate.get("metrics") or {}
+    before = ((base_lineage or {}).get("gate") or {}).get("metrics") or {}
+    if now:
+        head = f"| gate metric | this version | {f'`{base}`' if base else 'previous'} | change |"
+        lines += [head, "|---|---|---|---|"]
+        for k in CHANGE_METRICS:
+            a, b = now.get(k), before.get(k)
+            d = round(a - b, 6) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+            change = "–" if d is None else ("0" if d == 0 else (f"+{_fmt(d)}" if d > 0 else _fmt(d)))
+            lines.append(f"| {k} | {_fmt(a)} | {_fmt(b)} | {change} |")
+        lines.append("")
+    return lines
+
+
+def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, Any],
+                 base_lineage: dict[str, Any] | None = None) -> str:
     counts = lineage["counts"]
     header = {
         "pretty_name": f"synthcorpus {spec.name}",
@@ -154,6 +202,7 @@ def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, 
         f"({gate.get('counts', {}).get('successful')}/{gate.get('counts', {}).get('evaluated')} expectations) |",
         f"| run | {manifest['run_id']} |",
         "",
+        *changes_section(manifest, lineage, base_lineage),
         "Every row carries its provenance: " + ", ".join(f"`{c}`" for c in PROVENANCE_COLUMNS) + ".",
         "`lineage.json` records the spec, code version, model file hash, sampling parameters and template hashes;",
         "`manifest.json` lists every data file with its sha256 and row count.",

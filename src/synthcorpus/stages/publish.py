@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 def run(run: RunContext, shard: int | None = None) -> StageResult:
     import pyarrow as pa
 
-    from ..layout import data_file
+    from ..layout import LINEAGE, data_file
     from ..publish import PUBLISHED_COLUMNS, PublishError, conform, dataset_card, rebatch
     from .history import base as history_base
     from .quality_gate import write_run_lineage
@@ -103,7 +103,9 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
             "refresh": {"prompt_plan": plan_cursor(run), "yield": measured_yield(run), "retry": retry["uri"],
                         "retry_prompts": retry["retry"], "retired_prompts": retry["retired"]},
         }
-        storage.write_text(layout.dataset_card, dataset_card(run.spec, manifest, lineage))
+        base_lineage = layout.version_file(base["version"], LINEAGE) if base["version"] else None
+        base_lineage = storage.read_json(base_lineage) if base_lineage and storage.exists(base_lineage) else None
+        storage.write_text(layout.dataset_card, dataset_card(run.spec, manifest, lineage, base_lineage))
         storage.write_json(layout.version_lineage, lineage)
         storage.write_json(manifest_uri, manifest)  # the version exists from here on
     gate_status = "passed" if manifest["gate"]["passed"] else "overridden"
