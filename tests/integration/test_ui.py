@@ -261,36 +261,35 @@ def test_the_diff_page_shows_what_v2_added(ui, page, screenshots):
 
 
 def test_progress_follows_a_generation_that_is_still_going(ui, page, screenshots):
-    if True:
-        run_pipeline(str(ui["spec_path"]), "live", {}, engine=FakeEngine(), until="plan_shards")
-        engine = Gate()
-        failed: list[BaseException] = []
+    run_pipeline(str(ui["spec_path"]), "live", {}, engine=FakeEngine(), until="plan_shards")
+    engine = Gate()
+    failed: list[BaseException] = []
 
-        def generate():
-            try:
-                execute(RunContext.create(ui["spec"], "live", engine=engine), "generate", 0)
-            except BaseException as exc:  # noqa: BLE001 - reported by the test below
-                failed.append(exc)
+    def generate():
+        try:
+            execute(RunContext.create(ui["spec"], "live", engine=engine), "generate", 0)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            failed.append(exc)
 
-        worker = threading.Thread(target=generate, daemon=True)
-        worker.start()
-        plan = [e["rows"] for e in storage.read_json(RunContext.create(ui["spec"], "live").layout.marker("plan_shards"))["outputs"]["shards"]]
-        assert plan[0] == 10 and len(plan) >= 3  # a refresh: its yield on v2 sized the plan
-        page.goto(f"{ui['base']}/corpora/dags/{DAG_ID}/runs/live")
-        assert page.locator("#progress-done").inner_text() == "0"
-        assert page.locator("#progress-planned").inner_text() == str(sum(plan))
-        engine.release(4)  # checkpoint_rows 1: each document is a checkpoint part
-        page.wait_for_function("() => document.getElementById('progress-done').textContent === '4'", timeout=TIMEOUT_MS)
-        row = page.locator('#progress-shards tr[data-shard="shard-00000"]')
-        assert "running" in row.inner_text() and "4 / 10" in row.inner_text()
-        assert page.locator("#progress-tps").inner_text() != "–"
-        _shot(page, screenshots, "progress")
-        engine.release(6)
-        worker.join(timeout=120)
-        assert not worker.is_alive() and not failed, failed
-        page.wait_for_function("() => document.getElementById('progress-done').textContent === '10'", timeout=TIMEOUT_MS)
-        assert "done" in page.locator('#progress-shards tr[data-shard="shard-00000"]').inner_text()
-        assert page.locator("#progress-state").inner_text() == "running"  # the other shards have not started
+    worker = threading.Thread(target=generate, daemon=True)
+    worker.start()
+    plan = [e["rows"] for e in storage.read_json(RunContext.create(ui["spec"], "live").layout.marker("plan_shards"))["outputs"]["shards"]]
+    assert plan[0] == 10 and len(plan) >= 3  # a refresh: its yield on v2 sized the plan
+    page.goto(f"{ui['base']}/corpora/dags/{DAG_ID}/runs/live")
+    assert page.locator("#progress-done").inner_text() == "0"
+    assert page.locator("#progress-planned").inner_text() == str(sum(plan))
+    engine.release(4)  # checkpoint_rows 1: each document is a checkpoint part
+    page.wait_for_function("() => document.getElementById('progress-done').textContent === '4'", timeout=TIMEOUT_MS)
+    row = page.locator('#progress-shards tr[data-shard="shard-00000"]')
+    assert "running" in row.inner_text() and "4 / 10" in row.inner_text()
+    assert page.locator("#progress-tps").inner_text() != "–"
+    _shot(page, screenshots, "progress")
+    engine.release(6)
+    worker.join(timeout=120)
+    assert not worker.is_alive() and not failed, failed
+    page.wait_for_function("() => document.getElementById('progress-done').textContent === '10'", timeout=TIMEOUT_MS)
+    assert "done" in page.locator('#progress-shards tr[data-shard="shard-00000"]').inner_text()
+    assert page.locator("#progress-state").inner_text() == "running"  # the other shards have not started
 
 
 def test_a_run_page_on_s3_storage(seaweedfs, tmp_path):

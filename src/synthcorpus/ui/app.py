@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..layout import LINEAGE
-from ..spec import CorpusSpec, SpecError, discover
+from ..spec import CorpusSpec, discover
 from ..storage import StorageError
 from . import data, pages
 
@@ -114,6 +114,10 @@ def create_app(corpora_dir: str | Path, *, authenticated: Callable | None = None
     def base(request: Request) -> str:
         return request.scope.get("root_path", "").rstrip("/")
 
+    def storage_run(dag_id: str, run_id: str) -> str:
+        """The storage run of a DAG run id from the URL (checked before anything else sees it)."""
+        return info.storage_run_id(dag_id, data.checked_id(run_id, "run"))
+
     def spec_of(dag_id: str) -> CorpusSpec:
         spec = corpora.specs().get(dag_id)
         if spec is None:
@@ -165,7 +169,7 @@ def create_app(corpora_dir: str | Path, *, authenticated: Callable | None = None
     def run(request: Request, dag_id: str, run_id: str) -> str:
         spec = spec_of(dag_id)
         try:
-            report = data.run_report(spec, info.storage_run_id(dag_id, data.checked_id(run_id, "run")))
+            report = data.run_report(spec, storage_run(dag_id, run_id))
         except data.NotStarted as exc:  # a queued run: not an error
             return pages.message_page(base(request), f"Run {run_id}", str(exc))
         return pages.run_page(base(request), report, run_id)
@@ -173,16 +177,17 @@ def create_app(corpora_dir: str | Path, *, authenticated: Callable | None = None
     @dag.get("/dags/{dag_id}/runs/{run_id}/progress.json")
     def progress(dag_id: str, run_id: str) -> JSONResponse:
         spec = spec_of(dag_id)
-        return JSONResponse(data.progress(spec, info.storage_run_id(dag_id, data.checked_id(run_id, "run"))),
+        return JSONResponse(data.progress(spec, storage_run(dag_id, run_id)),
                             headers={"Cache-Control": "no-store"})
 
     @dag.get("/dags/{dag_id}/runs/{run_id}/files/{rel:path}")
     def run_file(dag_id: str, run_id: str, rel: str) -> Response:
         spec = spec_of(dag_id)
-        body, kind = data.run_file(spec, info.storage_run_id(dag_id, data.checked_id(run_id, "run")), rel)
+        stored = storage_run(dag_id, run_id)
+        body, kind = data.run_file(spec, stored, rel)
         headers = {"X-Content-Type-Options": "nosniff"}
-        if rel == LINEAGE:
-            headers["Content-Disposition"] = f'attachment; filename="lineage-{data.run_context(spec, run_id).run_id}.json"'
+        if rel == LINEAGE:  # named like the run page's download link: the storage run
+            headers["Content-Disposition"] = f'attachment; filename="lineage-{data.run_context(spec, stored).run_id}.json"'
         return Response(body, media_type=kind, headers=headers)
 
     app.include_router(top)
@@ -197,5 +202,3 @@ def corpora_dir_default(project_dir: Path | None = None) -> Path:
         return Path(env)
     return (project_dir or Path.cwd()) / "include" / "corpora"
 
-
-__all__ = ["create_app", "AirflowInfo", "Corpora", "SpecError", "corpora_dir_default"]

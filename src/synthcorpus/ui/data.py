@@ -16,8 +16,10 @@ import time
 from typing import Any
 
 from .. import storage
-from ..layout import LINEAGE, MARKER_SUFFIX, OUTPUTS, SHARD_PREFIX, STAGE_MARKER, RunLayout, part_number, sanitize_run_id
+from ..layout import (LINEAGE, MARKER_SUFFIX, OUTPUTS, SHARD_PREFIX, STAGE_MARKER, RunLayout, part_number, sanitize_run_id,
+                      shard_name)
 from ..lineage import LINEAGE_STAGES, build_lineage
+from ..publish import file_uri
 from ..spec import CorpusSpec
 from ..stages import TABLE
 from ..stages.contract import RunContext, read_marker, results
@@ -178,18 +180,19 @@ def stage_states(run: RunContext) -> list[dict[str, Any]]:
     return out
 
 
-def run_lineage(run: RunContext) -> dict[str, Any]:
-    """The run's ``lineage.json`` once the gate wrote it; before that, the same document built from the
-    markers committed so far (counts of stages not committed yet are missing)."""
+def run_lineage(run: RunContext) -> tuple[dict[str, Any], bool]:
+    """The run's ``lineage.json`` once the gate wrote it (and True); before that, the same document built
+    from the markers committed so far (counts of stages not committed yet are missing) and False."""
     found = _json(run.layout.lineage)
     if found is not None:
-        return found
-    return build_lineage(run.spec, run.run_id, {s: results(run, s, required=False) for s in LINEAGE_STAGES}, None, None)
+        return found, True
+    return build_lineage(run.spec, run.run_id, {s: results(run, s, required=False) for s in LINEAGE_STAGES}, None, None), False
 
 
-def funnel(run: RunContext, lineage: dict[str, Any]) -> list[dict[str, Any]]:
-    """seeds -> topics -> prompts -> generated -> filtered -> deduplicated -> decontaminated -> published."""
-    counts = dict(lineage.get("counts") or {})
+def funnel(run: RunContext, counts: dict[str, Any]) -> list[dict[str, Any]]:
+    """seeds -> topics -> prompts -> generated -> filtered -> deduplicated -> decontaminated -> published,
+    from the lineage ``counts`` and the decontaminate and publish markers."""
+    counts = dict(counts)
     # lineage's after_near_dedup and contaminated both include the top-up rounds' documents
     decontaminated = read_marker(run.layout.marker("decontaminate")) and counts.get("after_near_dedup")
     counts["decontaminated"] = decontaminated - (counts.get("contaminated") or 0) if decontaminated is not None else None
@@ -199,10 +202,14 @@ def funnel(run: RunContext, lineage: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def progress(spec: CorpusSpec, run_id: str) -> dict[str, Any]:
+    """Live generation progress of a run (see :func:`run_progress`), by its id from a URL."""
+    return run_progress(run_context(spec, run_id))
+
+
+def run_progress(run: RunContext) -> dict[str, Any]:
     """Live generation progress per shard: rows done of planned, completion tokens per second of
     generation and the ETA, from committed markers (done shards) and checkpoint-part footers and token
     columns (shards in progress)."""
-    run = run_context(spec, run_id)
     plan = read_marker(run.layout.marker("plan_shards"))
     if plan is None:
         return {"run_id": run.run_id, "state": "planning", "shards": [], "done": 0, "planned": None,
@@ -211,9 +218,8 @@ def progress(spec: CorpusSpec, run_id: str) -> dict[str, Any]:
     shards, rate = [], 0.0
     for entry in plan["outputs"]["shards"]:
         index, planned = int(entry["index"]), int(entry.get("rows") or 0)
-        name = f"{SHARD_PREFIX}{index:05d}"
-        row: dict[str, Any] = {"shard": name, "planned": planned}
-        if name + MARKER_SUFFIX in committed:
+        row: dict[str, Any] = {"shard": shard_name(index), "planned": planned}
+        if posixpath.basename(run.layout.marker("generate", index)) in committed:
             stats = (read_marker(run.layout.marker("generate", index)) or {}).get("stats") or {}
             row.update(state="done", done=planned, tokens=stats.get("completion_tokens"), seconds=stats.get("wall_s"),
                        tokens_per_s=stats.get("tokens_per_s"), eta_s=0.0)
@@ -256,11 +262,10 @@ def topics(run: RunContext, limit: int = 500) -> list[dict[str, Any]]:
     if not storage.exists(uri):
         return []
     columns = ["topic_id", "kind", "label", "score", "size", "kept", "reason"]
-    rows: list[dict[str, Any]] = []
-    for batch in storage.iter_batches(uri, [c for c in columns if c in storage.parquet_schema(uri).names], limit):
-        rows.extend(batch.to_pylist())
-        break
-    return rows[:limit]
+    names = storage.parquet_schema(uri).names
+    for batch in storage.iter_batches(uri, [c for c in columns if c in names], limit):
+        return batch.to_pylist()[:limit]
+    return []
 
 
 def distributions(run: RunContext) -> dict[str, Any] | None:
@@ -309,8 +314,8 @@ def published_sample(run: RunContext, limit: int = SAMPLE_ROWS) -> list[dict[str
     if marker:
         manifest = _json(marker["outputs"]["manifest"]) or {}
         versions_uri = posixpath.dirname(marker["outputs"]["version"].rstrip("/"))
-        uris = [storage.join(versions_uri, f.get("version", manifest.get("version")), f["path"])
-                for f in manifest.get("files", []) if f.get("version", manifest.get("version")) == run.version]
+        uris = [file_uri(versions_uri, manifest, f) for f in manifest.get("files", [])
+                if (f.get("version") or manifest.get("version")) == run.version]
     else:
         uris = list((read_marker(run.layout.marker("top_up")) or {}).get("outputs", {}).get("documents", []))
     out: list[dict[str, Any]] = []
@@ -373,14 +378,15 @@ def run_report(spec: CorpusSpec, run_id: str) -> dict[str, Any]:
     if not storage.list_names(run.layout.run_uri):
         raise NotStarted(f"run {run.run_id!r} of corpus {spec.name!r} has written nothing yet (to {run.layout.run_uri}); "
                          "its page fills in once its first stage commits")
-    lineage = run_lineage(run)
+    lineage, has_lineage = run_lineage(run)
+    counts = lineage.get("counts") or {}
     return {
         "corpus": spec.name, "dag_id": spec.dag_id, "run_id": run.run_id, "storage": run.layout.run_uri,
-        "stages": stage_states(run), "funnel": funnel(run, lineage), "counts": lineage.get("counts") or {},
-        "progress": progress(spec, run.run_id), "topics": topics(run), "distributions": distributions(run),
-        "gate": gate(run), "published": published_sample(run), "removed": removed_sample(run, lineage.get("counts") or {}),
-        "budget": budget(run, lineage), "model": lineage.get("model"), "has_lineage": storage.exists(run.layout.lineage),
-        "shortfall_reason": (lineage.get("counts") or {}).get("shortfall_reason"),
+        "stages": stage_states(run), "funnel": funnel(run, counts), "counts": counts,
+        "progress": run_progress(run), "topics": topics(run), "distributions": distributions(run),
+        "gate": gate(run), "published": published_sample(run), "removed": removed_sample(run, counts),
+        "budget": budget(run, lineage), "model": lineage.get("model"), "has_lineage": has_lineage,
+        "shortfall_reason": counts.get("shortfall_reason"),
     }
 
 
@@ -426,9 +432,11 @@ def version_profile(spec: CorpusSpec, v: dict[str, Any]) -> dict[str, Any] | Non
 def version_diff(spec: CorpusSpec, a: str, b: str) -> dict[str, Any]:
     """Two versions side by side: rows, distributions, gate metrics, and what ``b`` added."""
     left, right = version(spec, a), version(spec, b)
-    left_files = {(f.get("version", a), f["path"]) for f in left["files"]}
-    added = [f for f in right["files"] if (f.get("version", b), f["path"]) not in left_files]
-    removed = [f for f in left["files"] if (f.get("version", a), f["path"]) not in {(g.get("version", b), g["path"]) for g in right["files"]}]
+    key = lambda f, own: (f.get("version") or own, f["path"])  # noqa: E731 - a file, wherever it was published
+    left_files = {key(f, a) for f in left["files"]}
+    right_files = {key(f, b) for f in right["files"]}
+    added = [f for f in right["files"] if key(f, b) not in left_files]
+    removed = [f for f in left["files"] if key(f, a) not in right_files]
     metrics = sorted(set(left["metrics"]) | set(right["metrics"]))
     return {
         "a": left, "b": right,
