@@ -17,6 +17,7 @@ import pytest
 
 from synthcorpus.publish import verify_version
 from tests.conftest import ROOT, tiny_spec_dict, write_spec
+from tests.unit.test_openlineage import CHAIN, EventValidator, LineageReceiver, lineage_graph, reachable
 
 BIN = Path(sys.executable).parent
 
@@ -65,7 +66,15 @@ def statsd():
 
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory, statsd):
+def marquez():
+    """A Marquez-shaped OpenLineage receiver on loopback (POST /api/v1/lineage)."""
+    receiver = LineageReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory, statsd, marquez):
     base = tmp_path_factory.mktemp("e2e")
     corpora = base / "corpora"
     corpora.mkdir()
@@ -78,6 +87,12 @@ def airflow_env(tmp_path_factory, statsd):
         # Airflow's stats client sends to the test's UDP receiver (the tasks' metrics: synthcorpus.observability)
         "AIRFLOW__METRICS__STATSD_ON": "True", "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
         "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
+        # One run feeds both OpenLineage checks: the file the tests read and the HTTP receiver (Marquez's API).
+        # The extractor comes from airflow.cfg.template ([openlineage] extractors).
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "composite", "continue_on_failure": True, "transports": {
+            "file": {"type": "file", "log_file_path": str(base / "airflow" / "openlineage" / "events.jsonl"), "append": True},
+            "marquez": {"type": "http", "url": marquez.url, "endpoint": "api/v1/lineage", "timeout": 5},
+        }}),
     }
     (base / "airflow" / "openlineage").mkdir(parents=True)
     subprocess.run([BIN / "synthcorpus", "render-config", ROOT / "airflow.cfg.template", base / "airflow" / "airflow.cfg"],
@@ -94,7 +109,51 @@ def dags_test(env, dag_id, run_name, **conf):
     )
 
 
-def test_tiny_corpus_runs_end_to_end(airflow_env, statsd):
+def tiny_events(events: list[dict], corpus: str) -> list[dict]:
+    return [e for e in events if e["job"]["name"].startswith(f"synthcorpus_{corpus}.")]
+
+
+def check_openlineage_datasets(events: list[dict], corpus: Path, run: str, lineage: dict, rows: int) -> None:
+    """The extractor's datasets and facets in the provider's events: valid, linked, and equal to storage."""
+    events = tiny_events(events, corpus.name)
+    validator = EventValidator()
+    assert [p for e in events for p in validator.problems(e)] == []
+    assert validator.checked["json-schema"] > len(events)  # the provider's Airflow facets and ours
+    root = str(corpus)
+    node = {s: ("file", f"{root}/versions/{run}" if s == "publish" else f"{root}/runs/{run}/{s}") for s in CHAIN}
+    complete = [e for e in events if e["eventType"] == "COMPLETE"]
+    for e in complete:
+        stage = e["job"]["name"].split(".", 1)[1]
+        facet = e["run"]["facets"]["synthcorpus"]
+        assert (facet["corpus"], facet["runId"], facet["stage"]) == (corpus.name, run, stage)
+        assert facet["specSha256"] == lineage["spec"]["sha256"]
+        assert facet["code"]["version"] == lineage["code"]["version"]
+        if stage not in ("history", "seeds", "topics", "prompts", "plan_shards"):  # from the generate shards on
+            assert facet["model"]["name"] == lineage["model"]["model"]
+            assert facet["model"]["revision"] == lineage["model"]["model_sha256"]
+        (out,) = e["outputs"]
+        assert out["facets"]["schema"]["fields"] and out["outputFacets"]["outputStatistics"]["fileCount"] >= 1, stage
+    # the graph rebuilt from the events: seeds -> ... -> the published version, through every stage
+    graph = lineage_graph(events)
+    for a, b in zip(CHAIN, CHAIN[1:]):
+        assert node[b] in graph[node[a]], f"{a} -> {b}"
+    assert node["publish"] in reachable(graph, node["seeds"])
+    by_stage = {e["job"]["name"].split(".", 1)[1]: e for e in complete}
+    version = by_stage["publish"]["outputs"][0]
+    assert version["facets"]["version"]["datasetVersion"] == run
+    assert version["outputFacets"]["outputStatistics"]["rowCount"] == rows
+    # the gate: metrics and one assertion per expectation on the documents it validated
+    report = json.loads((corpus / "runs" / run / "quality_gate" / "report.json").read_text())
+    (gated,) = [i for i in by_stage["quality_gate"]["inputs"] if (i["namespace"], i["name"]) == node["top_up"]]
+    assertions = gated["inputFacets"]["dataQualityAssertions"]["assertions"]
+    assert [(a["assertion"], a["success"]) for a in assertions] == [(x["expectation"], x["success"]) for x in report["expectations"]]
+    assert gated["inputFacets"]["dataQualityMetrics"]["rowCount"] == rows
+    # a mapped shard's task: its own shard
+    shard_facets = sorted(e["run"]["facets"]["synthcorpus"]["shard"] for e in complete if e["job"]["name"].endswith(".generate"))
+    assert shard_facets == [0, 1, 2]
+
+
+def test_tiny_corpus_runs_end_to_end(airflow_env, statsd, marquez):
     base, corpora, env = airflow_env
     write_spec(corpora, tiny_spec_dict(name="tiny", documents=9, **{"generation.max_tokens": 40, "generation.shard_size": 4}))
     res = dags_test(env, "synthcorpus_tiny", "e2e-1")
@@ -127,6 +186,7 @@ def test_tiny_corpus_runs_end_to_end(airflow_env, statsd):
         assert jobs[("COMPLETE", f"synthcorpus_tiny.{task}")] == 1, task
     shards = len(list((corpus / "runs" / "e2e-1" / "plan_shards").glob("shard-*.parquet")))
     assert shards == 3
+    check_openlineage_datasets(events, corpus, "e2e-1", lineage, table.num_rows)
     assert jobs[("COMPLETE", "synthcorpus_tiny.generate")] == shards
     assert jobs[("COMPLETE", "synthcorpus_tiny.filter_shard")] == shards
     # The gate validated each document shard (the plan's, plus one per top-up round) in its own mapped task,
@@ -145,6 +205,11 @@ def test_tiny_corpus_runs_end_to_end(airflow_env, statsd):
     assert statsd.values(metric + "gate.passed") == [("c", 1.0)]
     assert statsd.values(metric + "publish.rows") == [("g", float(table.num_rows))]
     assert statsd.values(metric + "gate.documents") == [("g", float(table.num_rows))]
+
+    # The same events reached the HTTP receiver, as a Marquez server takes them (POST /api/v1/lineage).
+    assert marquez.rejected == []
+    key = lambda e: (e["eventType"], e["job"]["name"], e["run"]["runId"])  # noqa: E731
+    assert sorted(map(key, tiny_events(marquez.events, "tiny"))) == sorted(map(key, tiny_events(events, "tiny")))
 
     # Re-running the same run name skips committed shards and republishes nothing new.
     before = {p: p.stat().st_mtime_ns for p in (corpus / "runs" / "e2e-1" / "generate").glob("*.parquet")}
@@ -170,6 +235,12 @@ def test_failing_gate_fails_the_dag_run_and_publishes_nothing(airflow_env, stats
     # Failed once, not retried: a failed gate is not a transient error (the spec's retries are for those).
     assert [e["eventType"] for e in events if e["job"]["name"] == "synthcorpus_strict.quality_gate"] == ["START", "FAIL"]
     assert not any(e["job"]["name"] == "synthcorpus_strict.publish" for e in events)
+    # The gate's FAIL event still says what failed, on the documents it validated (from the report it left).
+    (fail,) = [e for e in events if e["job"]["name"] == "synthcorpus_strict.quality_gate" and e["eventType"] == "FAIL"]
+    assert EventValidator().problems(fail) == [] and fail["outputs"] == []
+    (gated,) = [i for i in fail["inputs"] if i["name"].endswith("/strict/runs/e2e-fail/top_up")]
+    failed = [a for a in gated["inputFacets"]["dataQualityAssertions"]["assertions"] if not a["success"]]
+    assert [(a["assertion"], a["column"]) for a in failed] == [("expect_column_values_to_be_between", "documents")]
     corpus = base / "storage" / "strict"
     assert not (corpus / "versions").exists()
     assert not (corpus / "latest.json").exists()
