@@ -1,7 +1,9 @@
 """DAG factory: one DAG per corpus spec in include/corpora/*.yaml (``SYNTHCORPUS_CORPORA_DIR`` overrides).
 
 Thin on purpose: one task per row of the stage table (``synthcorpus.stages.TABLE``), each running its
-stage through the completion protocol; mapped stages expand over the plan's shards. Nothing heavy (GX,
+stage through the completion protocol; mapped stages expand over the plan's shards. A spec with
+``publish.approval.required`` gets one more task between the gate and ``publish``: a person's approval
+(``synthcorpus.release_approval``, Airflow's human-in-the-loop ApprovalOperator). Nothing heavy (GX,
 llama.cpp, pandas) is imported at parse time. A broken spec does not take the other corpora down: this file skips it, and
 ``synthcorpus_spec_errors.py`` turns its problems into one DAG import error naming file and field.
 """
@@ -118,7 +120,15 @@ def build_dag(spec: CorpusSpec):
             else:
                 created[stage.name] = task(_execute, task_id=stage.name, **_task_kwargs(spec, stage.name),
                                            outlets=[_asset(spec)] if stage.name == "publish" else [])(spec_path, stage.name)
-            for parent in stage.upstream:
+            upstream = stage.upstream
+            if stage.name == "publish" and spec.publish.approval.required:  # gate -> a person's approval -> publish
+                from synthcorpus.release_approval import TASK_ID, release_approval
+
+                created[TASK_ID] = release_approval(spec, spec_path, **_task_kwargs(spec, TASK_ID))
+                for parent in upstream:
+                    created[parent] >> created[TASK_ID]
+                upstream = (TASK_ID,)
+            for parent in upstream:
                 created[parent] >> created[stage.name]
 
     return corpus()

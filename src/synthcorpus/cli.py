@@ -34,6 +34,13 @@ def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     run_id = args.run_id or "cli__" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     params = {"full_rebuild": True} if args.full_rebuild else {}
+    if spec.publish.approval.required:  # a person approves in Airflow (the approval task); this process cannot ask
+        run_pipeline(args.spec, run_id, params, until="quality_gate")
+        print(run_summary(spec, run_id))
+        print(f"{args.spec}: field 'publish.approval.required' is true: run {run_id} stops after the quality gate, "
+              f"nothing is published; releases of this corpus are approved in Airflow (its DAG's approval task)",
+              file=sys.stderr)
+        return 1
     run_pipeline(args.spec, run_id, params, until="publish")  # the summary is printed here, not logged by its task
     print(run_summary(spec, run_id))
     return 0

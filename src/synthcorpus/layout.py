@@ -3,7 +3,8 @@
 ::
 
     {storage}/{corpus}/latest.json                          the published version readers start from
-    {storage}/{corpus}/quarantine/{run_id}.json             gate reports of runs that failed the gate
+    {storage}/{corpus}/quarantine/{run_id}.json             gate reports of runs that failed the gate or were
+                                                            not approved (with the decision)
     {storage}/{corpus}/versions/{version}/...               published releases (manifest.json last)
     {storage}/{corpus}/index/{version}/...                  the published-documents index segment of a version
                                                             (what refreshes dedup against; see quality.published_index)
@@ -44,6 +45,8 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "quality_gate": {"report": "report.json", "validation": "validation.json", "report_html": "report.html",
                      "data_docs": "data_docs", "diversity": "diversity.json",
                      "profile": "profile.json"},
+    # publish.approval: the human-in-the-loop request and every decision about the run (stages.approval)
+    "approval": {"request": "request.json", "decisions": "decisions.json"},
 }
 # Files inside one shard's own folder (``{stage}/shard-00000/...``).
 SHARD_FILES = {"result": "result.json", "validation": "validation.json"}

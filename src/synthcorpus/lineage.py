@@ -42,8 +42,9 @@ LINEAGE_STAGES = ("history", "seeds", "topics", "prompts", "generate", "filter_s
 
 
 def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[str, Any]]], gate: dict[str, Any] | None,
-                  diversity: dict[str, Any] | None) -> dict[str, Any]:
-    """``results``: every committed marker of each of LINEAGE_STAGES (one per shard for mapped stages)."""
+                  diversity: dict[str, Any] | None, approval: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``results``: every committed marker of each of LINEAGE_STAGES (one per shard for mapped stages);
+    ``approval``: the release approval's state (``stages.approval.state``), None when none is required."""
     def stats(stage: str) -> dict[str, Any]:
         found = results.get(stage) or []
         return found[0].get("stats", {}) if found else {}
@@ -117,6 +118,7 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
         },
         "language_confusion": confusion,
         "gate": gate,
+        "approval": approval,
         "provenance_columns": list(PROVENANCE_COLUMNS),
     }
 

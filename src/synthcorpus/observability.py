@@ -15,6 +15,8 @@ dedup / near_dedup / decontaminate          counter  ``.documents`` kept, ``.rem
 top_up.documents / .shortfall / .rounds     gauge    documents the run keeps, how many short, top-up rounds
 gate.passed / gate.overridden / gate.failed counter  one per gate decision (failed: from the task's failure)
 gate.<run metric>                           gauge    filtered_share, duplicate_rate, language_match_rate, documents
+approval.approved / .rejected / .timed_out  counter  one per release decision (publish.approval)
+approval.wait_s                             gauge    seconds from the request to the decision
 publish.rows / publish.new_rows             gauge    the version's rows, and its new ones
 =========================================  =======  =====================================================
 """
@@ -71,3 +73,11 @@ def stage_metrics(corpus: str, stage: str, marker: dict[str, Any]) -> list[Metri
 def gate_failed(corpus: str) -> list[Metric]:
     """The metric of a gate that failed (the task raises; there is no marker)."""
     return [("incr", metric_name(corpus, "gate", "failed"), 1)]
+
+
+def approval_metrics(corpus: str, decision: dict[str, Any]) -> list[Metric]:
+    """The metrics of one release decision (``stages.approval.record``): its outcome and how long it waited."""
+    out: list[Metric] = [("incr", metric_name(corpus, "approval", decision["status"]), 1)]
+    if decision.get("wait_s") is not None:
+        out.append(("gauge", metric_name(corpus, "approval", "wait_s"), float(decision["wait_s"])))
+    return out

@@ -123,7 +123,7 @@ def _fmt(v: Any) -> str:
 
 def changes_section(manifest: dict[str, Any], lineage: dict[str, Any], base_lineage: dict[str, Any] | None) -> list[str]:
     """The card's release notes: rows added since the previous version, the gate's metrics against the
-    previous version's, the override if any, and links to both versions' lineage."""
+    previous version's, the override and the approval if any, and links to both versions' lineage."""
     gate = lineage.get("gate") or {}
     base = manifest.get("base_version")
     new = manifest.get("new_rows", manifest["rows"])
@@ -139,6 +139,11 @@ def changes_section(manifest: dict[str, Any], lineage: dict[str, Any], base_line
                      + ", ".join(override.get("failed_expectations") or []) + ".")
     else:
         lines.append(f"- Quality gate: {_gate_status(gate)}.")
+    approval = lineage.get("approval")
+    if approval and approval.get("status") == "approved":
+        who = (approval.get("by") or {}).get("name") or (approval.get("by") or {}).get("id") or "unknown"
+        comment = f": \"{approval['comment']}\"" if approval.get("comment") else ""
+        lines.append(f"- **Approved by {who}** at {approval.get('at')}{comment} (asked {approval.get('requested_at')}).")
     links = "[`lineage.json`](lineage.json)"
     if base:
         links += f"; previous version: [card](../{base}/README.md), [`lineage.json`](../{base}/lineage.json)"

@@ -69,6 +69,24 @@ def _documents_line(lineage: dict[str, Any]) -> str:
     return line
 
 
+def _approval_text(a: dict[str, Any]) -> str:
+    """One line about the release approval (``stages.approval``): its state, who, when, the comment."""
+    who = (a.get("by") or {}).get("name") or (a.get("by") or {}).get("id")
+    text = {"awaiting": "awaiting a decision", "not_requested": "required, not asked yet",
+            "timed_out": "no answer in time (rejected)"}.get(a["status"], a["status"])
+    text += f" by {who}" if who else ""
+    text += f" at {a['at']}" if a.get("at") else (f" since {a['requested_at']}" if a.get("requested_at") else "")
+    return text + (f": {a['comment']}" if a.get("comment") else "")
+
+
+def _not_published(gate: dict[str, Any], approval: dict[str, Any] | None) -> str:
+    if not gate.get("passed") and not gate.get("override"):
+        return "gate failed"
+    if approval and approval.get("status") != "approved":
+        return "approval " + _approval_text(approval)
+    return "not published yet"
+
+
 def format_summary(lineage: dict[str, Any], where: str | None) -> str:
     c = lineage["counts"]
     gate = lineage.get("gate") or {}
@@ -78,7 +96,7 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
     model = lineage.get("model") or {}
     lines = [
         f"corpus      {lineage['corpus']}   run {lineage['run_id']}",
-        f"published   {where or 'NOTHING (gate failed)'}",
+        f"published   {where or 'NOTHING (' + _not_published(gate, lineage.get('approval')) + ')'}",
         _documents_line(lineage),
         f"model       {model.get('model')} [{model.get('engine')}] "
         + (f"{model.get('model_file')} sha256 {str(model.get('model_sha256'))[:12]}" if model.get("model_sha256") else str(model.get("base_url") or "")),
@@ -107,6 +125,8 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
         lines.append(f"  results   {gate['validation_json']}")
     if gate.get("override"):
         lines.append(f"  override  published anyway: {gate['override']['reason']}")
+    if lineage.get("approval"):
+        lines.append(f"approval    {_approval_text(lineage['approval'])}")
     for f in gate.get("expectations", []):
         if not f.get("success"):
             lines.append(f"  failed    {f['expectation']} {f.get('column') or ''}: observed {f['observed']}, expected {f['expected']}")

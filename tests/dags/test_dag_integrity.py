@@ -31,7 +31,12 @@ def timeout(t):
     return t.execution_timeout.total_seconds() if t.execution_timeout else None
 dags = {d: {"tasks": sorted(t.task_id for t in bag.dags[d].tasks),
             "settings": {t.task_id: {"pool": t.pool, "retries": t.retries, "retry_delay": t.retry_delay.total_seconds(),
-                                     "timeout": timeout(t), "outlets": [o.uri for o in t.outlets]} for t in bag.dags[d].tasks},
+                                     "timeout": timeout(t), "outlets": [o.uri for o in t.outlets], "type": type(t).__name__,
+                                     "upstream": sorted(t.upstream_task_ids),
+                                     "hitl": {"defaults": t.defaults, "assigned_users": t.assigned_users,
+                                              "response_timeout": t.response_timeout.total_seconds(),
+                                              "options": t.options} if hasattr(t, "response_timeout") else None}
+                         for t in bag.dags[d].tasks},
             "schedule_assets": schedule_assets(bag.dags[d])}
         for d in bag.dags}
 print(json.dumps({"parse_s": t_parse, "heavy": heavy, "dags": dags, "errors": bag.import_errors}))
@@ -134,3 +139,22 @@ def test_release_consumer_is_scheduled_on_every_corpus_asset(tmp_path):
     dags = parse_dags(tmp_path, corpora)["dags"]
     assert dags["synthcorpus_release_consumer"]["tasks"] == ["verify_releases"]
     assert dags["synthcorpus_release_consumer"]["schedule_assets"] == ["synthcorpus://one/latest", "synthcorpus://two/latest"]
+
+
+def test_approval_sits_between_the_gate_and_publish_when_the_spec_requires_it(tmp_path):
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    write_spec(corpora, tiny_spec_dict(name="governed", **{"publish.approval": {
+        "required": True, "assigned_users": ["alice", "bob"], "timeout": "36h"}}))
+    write_spec(corpora, tiny_spec_dict(name="ungoverned"))
+    result = parse_dags(tmp_path, corpora)
+    assert result["errors"] == {}
+    governed = result["dags"]["synthcorpus_governed"]["settings"]
+    approval = governed["approval"]
+    assert approval["type"] == "ReleaseApproval" and approval["upstream"] == ["quality_gate"]
+    assert governed["publish"]["upstream"] == ["approval"]  # only through the approval
+    assert approval["hitl"] == {"defaults": ["Reject"], "options": ["Approve", "Reject"], "response_timeout": 36 * 3600.0,
+                                "assigned_users": [{"id": "alice", "name": "alice"}, {"id": "bob", "name": "bob"}]}
+    ungoverned = result["dags"]["synthcorpus_ungoverned"]["settings"]
+    assert "approval" not in ungoverned and ungoverned["publish"]["upstream"] == ["quality_gate"]
+    assert result["heavy"] == []

@@ -76,10 +76,11 @@ def seaweedfs(tmp_path_factory):
 def airflow_stack(tmp_path_factory):
     """The deployment `make up` starts (synthcorpus.deploy.Stack) in a fresh AIRFLOW_HOME: its own PostgreSQL
     database, Celery queue and ports, so it never meets another run's; the corpus specs of
-    tests/integration/test_stack.py, test_stack_refresh.py and test_ui.py in its corpora folder. Yields (stack, corpora dir, base dir); stops
+    tests/integration/test_stack.py, test_stack_refresh.py, test_ui.py and test_approval.py in its corpora folder. Yields (stack, corpora dir, base dir); stops
     every process by PID and drops the database afterwards."""
     from synthcorpus.deploy import Stack, drop_database
     from tests.conftest import ROOT, write_spec
+    from tests.integration.test_approval import approval_specs
     from tests.integration.test_stack import stack_spec
     from tests.integration.test_stack_refresh import refresh_spec
     from tests.integration.test_ui import ui_spec
@@ -90,6 +91,8 @@ def airflow_stack(tmp_path_factory):
     write_spec(corpora, stack_spec())
     write_spec(corpora, refresh_spec())  # scheduled every minute, paused until its test unpauses it
     write_spec(corpora, ui_spec())  # the Corpora pages' corpus: its runs are made in-process, its DAG stays paused
+    for spec in approval_specs():  # publish.approval.required; paused until their test unpauses them
+        write_spec(corpora, spec)
     tag = f"{os.getpid()}_{random.randint(0, 999_999)}"
     api, worker_log, trigger_log = _ports(3)
     stack = Stack(

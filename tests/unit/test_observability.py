@@ -67,3 +67,14 @@ def test_removed_documents_are_counted_per_reason_and_names_stay_valid():
     assert mapped("airflow.synthcorpus.demo.gate.failed") == "synthcorpus_gate_failed"
     assert gate_failed("demo") == [("incr", "synthcorpus.demo.gate.failed", 1)]
     assert len(metric_name("x" * 300, "generate", "documents")) == 250
+
+
+def test_release_decisions_are_counted_with_their_wait():
+    from synthcorpus.observability import approval_metrics
+
+    assert approval_metrics("demo", {"status": "approved", "wait_s": 12.5}) == [
+        ("incr", "synthcorpus.demo.approval.approved", 1), ("gauge", "synthcorpus.demo.approval.wait_s", 12.5)]
+    assert approval_metrics("demo", {"status": "timed_out", "wait_s": None}) == [
+        ("incr", "synthcorpus.demo.approval.timed_out", 1)]
+    assert mapped("airflow.synthcorpus.demo.approval.wait_s") == "synthcorpus_approval_wait_s"
+    assert mapped("airflow.synthcorpus.demo.approval.rejected") == "synthcorpus_approval_rejected"

@@ -94,7 +94,7 @@ def test_every_page_answers_and_shows_its_numbers(client, corpora):
     assert corpus.status_code == 200 and corpus.text.count('class="chart"') == len(charts.corpus_charts(data.versions(spec)))
     assert '"version": "v2"' not in corpus.text and "&#34;rows&#34;" in corpus.text  # chart JSON is attribute-escaped
     run = client.get("/dags/synthcorpus_tiny/runs/v2")
-    assert run.status_code == 200
+    assert run.status_code == 200 and "Release approval" not in run.text  # the spec requires none
     lineage = json.loads(client.get("/dags/synthcorpus_tiny/runs/v2/files/lineage.json").content)
     generated = re.search(r'data-step="generated"><th>generated</th><td class="n">([\d,]+)<', run.text).group(1)
     assert int(generated.replace(",", "")) == lineage["counts"]["generated"]
@@ -208,3 +208,28 @@ def test_an_unreadable_file_gives_one_error_naming_it(client, corpora):
     storage.write_text(manifest, "{not json")
     page = client.get("/dags/synthcorpus_tiny")
     assert page.status_code == 502 and "v1/manifest.json" in page.text and "expected JSON" in page.text
+
+
+def test_the_run_page_shows_the_release_approval(tmp_path, storage_uri):
+    from synthcorpus.stages import approval
+    from synthcorpus.stages.contract import open_run
+
+    folder = tmp_path / "gov"
+    folder.mkdir()
+    path = write_spec(folder, tiny_spec_dict(name="gov", documents=4, **{
+        "publish.approval": {"required": True, "assigned_users": ["alice"]}}))
+    run_pipeline(str(path), "r1", {}, engine=FakeEngine(), until="quality_gate")
+    client = TestClient(create_app(folder, authenticated=_auth), headers={"Authorization": "Bearer ok"})
+    run = open_run(str(path), "r1")
+    approval.request(run)
+    page = client.get("/dags/synthcorpus_gov/runs/r1").text
+    assert "awaiting approval</span>" in page and " of alice" in page
+    assert 'href="/dags/synthcorpus_gov/runs/r1/tasks/approval/required_actions"' in page
+    approval.record(run, chosen="Reject", by={"id": "alice", "name": "Alice"}, at=None, comment="<b>not yet</b>")
+    page = client.get("/dags/synthcorpus_gov/runs/r1").text
+    assert "rejected</span>" in page and "by <b>Alice</b>" in page and "&lt;b&gt;not yet&lt;/b&gt;" in page
+    assert "nothing was published" in page and 'id="approval-history"' not in page
+    approval.record(run, chosen="Approve", by={"id": "alice", "name": "Alice"}, at=None)
+    page = client.get("/dags/synthcorpus_gov/runs/r1").text
+    assert "approved</span> by <b>Alice</b>" in page and page.count("<tr><td>") >= 2  # both decisions listed
+    assert 'id="approval-history"' in page

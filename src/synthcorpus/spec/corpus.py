@@ -8,7 +8,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -34,9 +34,45 @@ class StorageSpec(_Strict):
         return value
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, None: 1}
+
+
+class ApprovalSpec(_Strict):
+    """A human approval between the quality gate and ``publish`` (an Airflow human-in-the-loop task)."""
+
+    required: bool = Field(default=False, description="ask a person to approve every release before it is published")
+    assigned_users: list[str] = Field(
+        default_factory=list,
+        description="Airflow user ids allowed to answer (empty: anyone who may edit the DAG's task instances)")
+    timeout: float = Field(
+        default=86_400.0, gt=0, le=30 * 86_400,
+        description="how long to wait for an answer: seconds, or a duration like 90s, 30m, 24h, 7d")
+    on_timeout: Literal["reject"] = Field(
+        default="reject", description="what an unanswered request means (only reject: silence is not an approval)")
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if not match:
+                raise ValueError("expected a duration: a number of seconds, or a number with s, m, h or d (e.g. 24h)")
+            return float(match.group(1)) * _UNIT_S[match.group(2)]
+        return value
+
+    @field_validator("assigned_users")
+    @classmethod
+    def _users(cls, value: list[str]) -> list[str]:
+        if any(not u.strip() for u in value):
+            raise ValueError("expected non-empty Airflow user ids")
+        return value
+
+
 class PublishSpec(_Strict):
     rows_per_file: int = Field(default=100_000, ge=1)
     license: str = "other"
+    approval: ApprovalSpec = ApprovalSpec()
 
 
 class CorpusSpec(_Strict):

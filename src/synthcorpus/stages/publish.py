@@ -4,7 +4,8 @@ A refresh publishes version N+1 = version N + the run's new documents: the new d
 under ``versions/{version}/data/``, the manifest lists them and references (not copies) every data file
 of the base version; each version stays readable on its own from its manifest (sha256 per file).
 
-Reads ``quality_gate`` (the documents it validated; refuses a failed gate) and ``history`` (the base
+Reads ``quality_gate`` (the documents it validated; refuses a failed gate), the approval of that gate report
+when the spec requires one (``stages.approval.check``: refuses without it) and ``history`` (the base
 version: refuses if ``latest`` moved since the run started); writes ``versions/{version}/data/train-*.parquet``,
 the version's index segment (``index/{version}/``: what the next refresh dedups against, and the prompts to
 retry), ``README.md`` (dataset card), ``lineage.json``, then ``manifest.json`` (the version's commit
@@ -36,6 +37,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
 
     from ..layout import LINEAGE, data_file
     from ..publish import PUBLISHED_COLUMNS, PublishError, conform, dataset_card, rebatch
+    from .approval import check as approval_check
     from .history import base as history_base
     from .quality_gate import write_run_lineage
 
@@ -54,6 +56,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         log.info("version %s is published already: not rewriting it", run.version)
         newer = _newer_latest(layout.latest, manifest)
     else:
+        approval = approval_check(run)  # publish.approval.required: only an approved gate report is published
         base = history_base(run)
         _check_latest_is_base(layout, base)
         # Exactly the documents the gate validated, streamed batch by batch into files of rows_per_file.
@@ -99,6 +102,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
             "schema": {f.name: str(f.type) for f in schema},
             "spec_sha256": run.spec.spec_hash(),
             "gate": {"passed": gate["passed"], "override": gate.get("override")},
+            "approval": approval,
             "index": {"segments": [*base["segments"], run.version], "documents": segment["documents"]},
             "refresh": {"prompt_plan": plan_cursor(run), "yield": measured_yield(run), "retry": retry["uri"],
                         "retry_prompts": retry["retry"], "retired_prompts": retry["retired"]},

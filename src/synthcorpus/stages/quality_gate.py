@@ -91,10 +91,10 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     storage.write_json(report_uri, summary)
     storage.write_text(html_uri, report_html(run.spec.name, run.run_id, summary, _validation_pages(docs_files)))
     log.info("quality gate %s\n%s", "PASSED" if report.passed else "FAILED", report.table())
+    write_run_lineage(run, summary)  # the run is explainable from here on (publish rewrites it; so do approvals)
     if not report.passed:
         # Quarantine: one place listing every run that failed its gate, with its report.
         storage.write_json(layout.quarantine, summary)
-        write_run_lineage(run, summary)  # the failed run stays explainable
         if not reason:
             raise GateFailed(report)
         log.warning("quality gate FAILED but overridden (reason: %s): this run may be published", reason)
@@ -159,13 +159,15 @@ def write_diversity(run: RunContext, openings: Counter[str]) -> dict[str, Any]:
 
 
 def write_run_lineage(run: RunContext, gate: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's ``lineage.json``, built from every stage's committed results."""
+    """The run's ``lineage.json``, built from every stage's committed results (and the approval's state)."""
     from ..lineage import LINEAGE_STAGES, build_lineage
+    from .approval import state
 
     diversity_uri = run.layout.output(NAME, "diversity")
     lineage = build_lineage(
         run.spec, run.run_id, {s: results(run, s, required=False) for s in LINEAGE_STAGES}, gate,
         storage.read_json(diversity_uri) if storage.exists(diversity_uri) else None,
+        approval=state(run),
     )
     storage.write_json(run.layout.lineage, lineage)
     return lineage

@@ -386,8 +386,18 @@ def run_report(spec: CorpusSpec, run_id: str) -> dict[str, Any]:
         "progress": run_progress(run), "topics": topics(run), "distributions": distributions(run),
         "gate": gate(run), "published": published_sample(run), "removed": removed_sample(run, counts),
         "budget": budget(run, lineage), "model": lineage.get("model"), "has_lineage": has_lineage,
-        "shortfall_reason": counts.get("shortfall_reason"),
+        "shortfall_reason": counts.get("shortfall_reason"), "approval": approval(run),
     }
+
+
+def approval(run: RunContext) -> dict[str, Any] | None:
+    """The release approval (spec ``publish.approval``): its state and every decision made, or None when the
+    spec requires none and none was ever made."""
+    from ..stages import approval as approvals
+
+    made = approvals.decisions(run)
+    state = approvals.state(run) or (made[-1] if made else None)
+    return {"state": state, "decisions": made} if state else None
 
 
 # ---------------------------------------------------------------------------------------------- files
