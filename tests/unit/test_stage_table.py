@@ -19,7 +19,8 @@ from tests.conftest import ROOT, tiny_spec_dict, write_spec
 from tests.fakes import FakeEngine
 
 STAGES_DIR = ROOT / "src" / "synthcorpus" / "stages"
-HELPERS = {"__init__", "contract", "runner"}
+# approval: what the release-approval task (an Airflow HITL operator, not a row of the table) stores; publish checks it
+HELPERS = {"__init__", "contract", "runner", "approval"}
 
 
 def test_one_module_per_stage_named_like_its_task():
