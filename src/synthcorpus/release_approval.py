@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from typing import Any
-from urllib.parse import quote
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param
@@ -91,12 +90,12 @@ def _links(context: Any) -> tuple[str | None, str | None]:
     """The run's Corpora page and gate report, as absolute links from ``[api] base_url``."""
     from airflow.sdk.configuration import conf
 
-    from synthcorpus.ui.plugin import URL_PREFIX
+    from synthcorpus.ui.plugin import run_page_url
 
     base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
     if not base:
         return None, None
-    page = f"{base}{URL_PREFIX}/dags/{quote(context['dag'].dag_id)}/runs/{quote(context['run_id'], safe='')}"
+    page = run_page_url(base, context["dag"].dag_id, context["run_id"])
     return page, f"{page}/files/report.html"
 
 

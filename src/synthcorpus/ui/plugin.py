@@ -23,6 +23,14 @@ from ..layout import sanitize_run_id
 
 log = logging.getLogger(__name__)
 URL_PREFIX = "/corpora"
+RUN_PAGE = URL_PREFIX + "/dags/{dag_id}/runs/{run_id}"  # a DAG run's Corpora page (the app's run route)
+
+
+def run_page_url(base_url: str, dag_id: str, run_id: str) -> str:
+    """The absolute URL of a DAG run's Corpora page (``[api] base_url`` + the plugin's run route)."""
+    from urllib.parse import quote
+
+    return base_url.rstrip("/") + RUN_PAGE.format(dag_id=quote(dag_id), run_id=quote(run_id, safe=""))
 
 
 def _iso(value: Any) -> str | None:
