@@ -139,5 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """The console script: ``main``, then an exit that skips interpreter teardown (``process.exit_now``)."""
+    from .process import exit_now
+
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's usage errors (exit 2), --help (exit 0)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    exit_now(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

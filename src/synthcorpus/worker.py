@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import traceback
 
 from .engines import EngineError
+from .process import exit_now
 from .storage import StorageError
 
 
@@ -35,28 +35,15 @@ def main(argv: list[str] | None = None) -> dict:
                      "marker": args.marker, "budget_entry": args.budget_entry})
 
 
-def _exit(code: int) -> None:
-    """Leave the process with ``code`` once its output is flushed, skipping interpreter teardown.
-
-    Everything the unit writes is committed before ``main`` returns or raises. What teardown would add is
-    the destruction of Arrow's native thread pools, which intermittently aborts the process with
-    "terminate called without an active exception" (SIGABRT, apache/arrow#34314): a pod whose shard is
-    committed, or whose error is already reported, would then exit -6 instead of its own code."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         stats = main()
     except (EngineError, StorageError, FileNotFoundError) as exc:
         print(f"synthcorpus.worker: error: {exc}", file=sys.stderr)
-        _exit(1)
+        exit_now(1)
     except Exception:  # a bug, not bad input: its traceback, then the same clean exit
         traceback.print_exc()
-        _exit(1)
+        exit_now(1)
     print(json.dumps(stats, default=str))
-    _exit(0)
+    exit_now(0)
