@@ -12,6 +12,10 @@ Fisher-Yates permutation, so only the visited rows become Python objects) until 
 texts are found; usable = at least ``min_chars`` characters after whitespace normalization and not an
 exact duplicate of a text already kept. Only the text column of a Parquet file is read.
 
+A :class:`Cleaner` (the seeds stage passes ``quality.seed_clean.SeedCleaner``: this layer cannot import
+the quality rules) cleans each visited text first and may drop it with a reason; every reason is counted
+in :meth:`SampleRead.stats` (``cleaned``).
+
 Every bad input raises one :class:`SeedError` naming the file or URI, the spec field and what was expected.
 """
 
@@ -22,11 +26,12 @@ import itertools
 import json
 import posixpath
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import yaml
@@ -108,6 +113,23 @@ def seed_id(kind: str, text: str) -> str:
     return hashlib.sha256(f"{kind}\x1f{text}".encode()).hexdigest()[:16]
 
 
+# Why a visited row is not kept, without a cleaner: shorter than min_chars (nulls included), or an exact
+# duplicate of a text already kept. A cleaner's reasons include both.
+BASE_REASONS = ("too_short", "duplicate")
+
+
+class Cleaner(Protocol):
+    """Cleans one raw text before it becomes a seed.
+
+    ``reasons``: every reason it can return, plus BASE_REASONS (all listed in the stats, zeros included).
+    Calling it returns (the cleaned text, whitespace-normalized, or "" when dropped; the reason it is
+    dropped, or None)."""
+
+    reasons: tuple[str, ...]
+
+    def __call__(self, text: str) -> tuple[str, str | None]: ...
+
+
 @dataclass
 class SampleRead:
     """The texts kept from one source, with what was read and why rows were dropped."""
@@ -117,8 +139,10 @@ class SampleRead:
     texts: list[str] = dc_field(default_factory=list)
     rows_read: int = 0  # rows in the source
     examined: int = 0  # rows visited by the sampler (all rows when sample_size is null)
-    too_short: int = 0  # shorter than min_chars after normalization (nulls included)
-    duplicates: int = 0  # exact duplicates of a text already kept
+    too_short: int = 0  # shorter than min_chars after cleaning and normalization (nulls included)
+    duplicates: int = 0  # exact duplicates of a text already kept (after cleaning)
+    removed: Counter[str] = dc_field(default_factory=Counter)  # visited rows not kept, by reason
+    reasons: tuple[str, ...] = BASE_REASONS  # every reason removed can hold
     files: int = 1
     sha256: str | None = None  # local: file bytes; local directory: sorted file list + content hashes
     etag: str | None = None  # s3 file: its ETag
@@ -128,6 +152,9 @@ class SampleRead:
             "path": self.path, "format": self.format, "files": self.files, "sha256": self.sha256, "etag": self.etag,
             "rows_read": self.rows_read, "examined": self.examined, "too_short": self.too_short,
             "duplicates": self.duplicates, "kept": len(self.texts),
+            # visited rows -> kept + removed, by reason (every reason listed)
+            "cleaned": {"input": self.examined, "kept": len(self.texts),
+                        "removed": {r: self.removed.get(r, 0) for r in self.reasons}},
         }
 
 
@@ -140,8 +167,9 @@ def read_samples(source: SampleSource, uri: str, field: str) -> list[str]:
     return read_source(source, uri, field).texts
 
 
-def read_source(source: SampleSource, uri: str, field: str) -> SampleRead:
-    """Like :func:`read_samples`, with the counts and the fingerprint of the source."""
+def read_source(source: SampleSource, uri: str, field: str, cleaner: Cleaner | None = None) -> SampleRead:
+    """Like :func:`read_samples`, with the counts and the fingerprint of the source. ``cleaner``: applied to
+    every visited text before the length and duplicate checks (None: whitespace normalization only)."""
     loc = _Location.open(uri, field)
     fmt = _resolve_format(loc, source.format, field)
     if fmt == "jsonl":
@@ -156,12 +184,16 @@ def read_source(source: SampleSource, uri: str, field: str) -> SampleRead:
         files = 1
     result = SampleRead(path=uri, format=fmt if not (fmt == "parquet" and loc.isdir) else "parquet_dir", files=files)
     result.sha256, result.etag = loc.fingerprint()
-    _select(column, source.sample_size, source.seed, source.min_chars, result)
+    if cleaner is not None:
+        result.reasons = tuple(dict.fromkeys((*cleaner.reasons, *BASE_REASONS)))
+    _select(column, source.sample_size, source.seed, source.min_chars, result, cleaner)
     if not result.texts:
+        others = {r: n for r, n in result.removed.items() if r not in BASE_REASONS and n}
+        cleaned = f", removed by cleaning: {', '.join(f'{r} {n}' for r, n in sorted(others.items()))}" if others else ""
         raise SeedError(
             f"{loc.display}: {field}.min_chars: expected at least one usable text (>= {source.min_chars} characters "
             f"after whitespace normalization, not a duplicate); {result.rows_read} rows read, "
-            f"{result.too_short} too short or null, {result.duplicates} duplicates"
+            f"{result.too_short} too short or null, {result.duplicates} duplicates{cleaned}"
         )
     return result
 
@@ -427,7 +459,8 @@ def _permutation(n: int, rng: random.Random) -> Iterator[int]:
         yield at_j
 
 
-def _select(column: pa.ChunkedArray, sample_size: int | None, seed: int, min_chars: int, out: SampleRead) -> None:
+def _select(column: pa.ChunkedArray, sample_size: int | None, seed: int, min_chars: int, out: SampleRead,
+            cleaner: Cleaner | None = None) -> None:
     """Fill ``out.texts``: visit rows (all in order, or a seeded random order), keep usable ones."""
     import pyarrow as pa
 
@@ -452,14 +485,27 @@ def _select(column: pa.ChunkedArray, sample_size: int | None, seed: int, min_cha
             if len(kept) >= target:
                 break
             out.examined += 1
-            text = normalize_text(value) if value else ""
-            if len(text) < min_chars:
-                out.too_short += 1
-            elif text in seen:
-                out.duplicates += 1
+            reason = None
+            if not value:
+                text = ""
+            elif cleaner is None:
+                text = normalize_text(value)
             else:
+                text, reason = cleaner(value)
+            if reason is None:
+                if len(text) < min_chars:
+                    reason = "too_short"
+                elif text in seen:
+                    reason = "duplicate"
+            if reason is None:
                 seen.add(text)
                 kept.append((index, text))
+                continue
+            out.removed[reason] += 1
+            if reason == "too_short":
+                out.too_short += 1
+            elif reason == "duplicate":
+                out.duplicates += 1
     kept.sort()
     out.texts = [text for _, text in kept]
 

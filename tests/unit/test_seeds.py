@@ -428,3 +428,23 @@ def test_demo_instructions_parse():
     texts = read_samples(*source(path, text_column="instruction"), "seeds.instructions")
     assert len(texts) >= 30
     assert all(t.endswith(("?", ".")) for t in texts)
+
+
+def test_stats_count_removed_rows_by_reason_without_a_cleaner(tmp_path):
+    path = write_jsonl(tmp_path / "w.jsonl", [{"text": t} for t in paragraphs(3) + [paragraphs(1)[0], "short", None]])
+    cleaned = read_source(*source(path), FIELD).stats()["cleaned"]
+    assert cleaned == {"input": 6, "kept": 3, "removed": {"too_short": 2, "duplicate": 1}}
+
+
+def test_a_cleaner_drops_rows_with_its_reasons_before_length_and_duplicate_checks(tmp_path):
+    class Upper:
+        reasons = ("shouting",)
+
+        def __call__(self, text):
+            return ("", "shouting") if text.isupper() else (" ".join(text.lower().split()), None)
+
+    rows = paragraphs(2) + ["LOUD TEXT THAT IS LONG ENOUGH", paragraphs(1)[0].upper(), "Tiny"]
+    path = write_jsonl(tmp_path / "w.jsonl", [{"text": t} for t in rows])
+    read = read_source(*source(path), FIELD, Upper())
+    assert read.texts == [t.lower() for t in paragraphs(2)]
+    assert read.stats()["cleaned"]["removed"] == {"shouting": 2, "too_short": 1, "duplicate": 0}

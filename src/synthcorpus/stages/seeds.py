@@ -1,7 +1,10 @@
 """seeds: read every configured seed source (outline, web samples, instructions) into one table.
 
 Reads the spec's seed files; writes ``seeds/seeds.parquet`` (columns: ``SEED_COLUMNS``). The readers
-live in :mod:`synthcorpus.seeds`.
+live in :mod:`synthcorpus.seeds`; web samples and instructions are cleaned on the way by
+:class:`~synthcorpus.quality.seed_clean.SeedCleaner` (their ``clean`` section: markup, boilerplate, Gopher
+rules), with the rows removed per reason in each source's stats (``cleaned``). Its settings are under
+``seeds``, so USES covers them: changing one re-runs seeds and what reads it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     import pyarrow as pa
 
     from ..hashing import sha256_file
+    from ..quality.seed_clean import SeedCleaner
     from ..seeds import KINDS, SOURCE_KINDS, outline_rows, read_source, seed_id, seeds_schema
 
     spec = run.spec
@@ -52,7 +56,8 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         source = getattr(spec.seeds, name)
         if source is None:
             continue
-        read = read_source(source, spec.resolve_uri(source.path), f"seeds.{name}")
+        cleaner = SeedCleaner(source.clean, source.min_chars)
+        read = read_source(source, spec.resolve_uri(source.path), f"seeds.{name}", cleaner)
         rows.extend(
             {"seed_id": seed_id(kind, t), "kind": kind, "text": t, "subject": None, "course": None, "unit": None}
             for t in read.texts
