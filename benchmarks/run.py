@@ -16,6 +16,10 @@ and bytes per page side by side, ratio large/small; target: the 100k run's page 
 scheduler_throughput: see benchmarks/scheduler_bench.py (generate's tok/s on the real deployment vs
 `airflow dags test`, same spec).
 
+judge_eval: see benchmarks/judge_eval.py (the LLM judge on a planted set of good documents and bad variants per
+defect: AUC of score_overall per defect, share of replies that parse, tokens and seconds per judgement; model
+from $SYNTHCORPUS_JUDGE_MODEL, default the bundled 135M).
+
 worker_overhead: the worker entrypoint (``synthcorpus.stages.generate.run_unit``, what the worker CLI
 runs: read plan shard, generate, write output, commit its marker) versus calling the engine directly
 on the same prompts with the same greedy sampling, both including model load. Target: worker/direct
@@ -91,6 +95,7 @@ MODULES = {
     "scheduler_throughput": ("scheduler_bench", "scheduler_throughput"),
     "refresh": ("refresh_bench", "refresh"),
     "ui_pages": ("ui_bench", "ui_pages"),
+    "judge_eval": ("judge_eval", "judge_eval"),
 }
 
 
@@ -108,6 +113,6 @@ def run(name: str) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "minhash", "topic_extraction",
-                             "quality_throughput", "gate_vs_pandas", "scheduler_throughput", "refresh", "ui_pages"]
+                             "quality_throughput", "gate_vs_pandas", "scheduler_throughput", "refresh", "ui_pages", "judge_eval"]
     for name in wanted:
         run(name)

@@ -35,3 +35,36 @@ class FakeEngine(Engine):
 
     def model_info(self) -> dict:
         return {"engine": "fake", "model": "fake-model", "model_file": "fake.gguf", "model_sha256": "0" * 64, "model_bytes": 0}
+
+
+class FakeJudgeEngine(FakeEngine):
+    """FakeEngine that also answers the judge's and the rewriter's prompts (include/prompts/*/judge.j2,
+    rewrite.j2): a document is scored from its text -- ``low`` when it contains the word "river" before its
+    rewrite, 4s otherwise -- and a rewrite is FakeEngine text without "river". ``malformed`` replies that
+    many times (per prompt) with text that is not the rubric's format before answering properly."""
+
+    def __init__(self, *args, malformed: int = 0, low: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.malformed, self.low = malformed, low
+        self.judge_calls: list[str] = []
+        self.rewrite_calls: list[str] = []
+        self._bad_left: dict[str, int] = {}
+
+    def generate(self, prompt, params, seed):
+        if "educational_value: <0-5>" in prompt:
+            self.judge_calls.append(prompt)
+            left = self._bad_left.setdefault(prompt, self.malformed)
+            if left:
+                self._bad_left[prompt] = left - 1
+                return Completion("I think this document is quite good overall!", "stop", len(prompt.split()), 9, 0.001)
+            document = prompt.split('"""')[-2]  # the last quoted block (the request may quote an extract)
+            score = self.low if " river " in f" {document.lower()} " else 4
+            text = (f"educational_value: {score}\ncoherence: {score}\nfaithfulness: 4\naudience_fit: 4\n"
+                    f"critique: {'mentions the river too often' if score < 4 else 'fine'}")
+            return Completion(text, "stop", len(prompt.split()), 20, 0.001)
+        if prompt.startswith(("Rewrite this", "Réécrivez", "Schreiben Sie", "Reescriba", "Riscrivi")):
+            self.rewrite_calls.append(prompt)
+            done = super().generate(prompt, params, seed)
+            text = " ".join(w for w in done.text.rstrip(".").split() if w.lower() != "river").capitalize() + "."
+            return Completion(text, "stop", done.prompt_tokens, done.completion_tokens, done.latency_s)
+        return super().generate(prompt, params, seed)

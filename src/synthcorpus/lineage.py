@@ -37,8 +37,8 @@ def code_version() -> dict[str, Any]:
 
 
 # The stages whose committed results lineage reads.
-LINEAGE_STAGES = ("history", "seeds", "topics", "prompts", "generate", "filter_shard", "dedup", "near_dedup", "decontaminate",
-                  "top_up")
+LINEAGE_STAGES = ("history", "seeds", "topics", "prompts", "generate", "filter_shard", "judge", "dedup", "near_dedup",
+                  "decontaminate", "top_up")
 
 
 def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[str, Any]]], gate: dict[str, Any] | None,
@@ -63,6 +63,9 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
         for want, got in m.get("language_confusion", {}).items():
             for lang, n in got.items():
                 confusion.setdefault(want, {})[lang] = confusion.get(want, {}).get(lang, 0) + n
+    # the judge's stats: one per plan shard (judge stage) and one per top-up round that judged documents
+    judged = [m["stats"] for m in results.get("judge", []) if (m.get("stats") or {}).get("enabled")]
+    judged += [r["judge_stats"] for r in rounds if r.get("judge_stats")]
     models = {(m["model"]["model"], m["model"].get("model_sha256")): m["model"] for m in generated if m.get("model")}
     not_generated = sum(m.get("not_generated", 0) for m in generated)
     return {
@@ -78,7 +81,8 @@ def build_lineage(spec: CorpusSpec, run_id: str, results: dict[str, list[dict[st
         "seeds": stats("seeds"),
         "topics": stats("topics"),
         "decontamination": stats("decontaminate"),
-        "budget": budget_block(spec, generated),
+        "budget": budget_block(spec, generated, judged),
+        "judge": judge_block(spec, judged),
         "diversity": diversity,
         "history": {k: stats("history").get(k) for k in ("base_version", "published_rows", "full_rebuild", "measured_yield")},
         "counts": {
@@ -144,14 +148,42 @@ def _plus(count: int | None, more: int) -> int | None:
     return None if count is None else count + more
 
 
-def budget_block(spec: CorpusSpec, generated: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's generation budget: the spec's limits, what every shard spent (all attempts, summed over
-    shards), whether any shard stopped at a limit, the prompts left ungenerated and the limits reached."""
+JUDGE_TOKENS = ("judge_prompt_tokens", "judge_completion_tokens", "rewrite_prompt_tokens", "rewrite_completion_tokens")
+
+
+def judge_block(spec: CorpusSpec, judged: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The judge's part of the run: which model, documents scored / unscored (why) / refined, rewrite
+    rounds, and its tokens, counted apart from generation's (None when the judge is off)."""
+    if not spec.judge.enabled:
+        return None
+    reasons: dict[str, int] = {}
+    for m in judged:
+        for k, v in (m.get("unscored_reasons") or {}).items():
+            reasons[k] = reasons.get(k, 0) + v
+    j = spec.judge
+    return {
+        "engine": j.engine or spec.generation.engine, "model": j.model or spec.generation.model,
+        "max_rounds": j.max_rounds, "thresholds": dict(j.thresholds),
+        **{k: sum(int(m.get(k) or 0) for m in judged) for k in ("input", "scored", "unscored", "refined", "rewrite_rounds")},
+        "unscored_reasons": reasons,
+        **{k: sum(int(m.get(k) or 0) for m in judged) for k in JUDGE_TOKENS},
+        "stopped_by_budget": sorted({r for m in judged for r in m.get("stopped_by_budget") or []}),
+        "model_info": next((m["model_info"] for m in judged if m.get("model_info")), None),  # as the engine reported it
+    }
+
+
+def budget_block(spec: CorpusSpec, generated: list[dict[str, Any]], judged: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The run's budget: the spec's limits, what every generating shard spent (all attempts, summed over
+    shards) plus the judge's tokens, whether any shard stopped at a limit, the prompts left ungenerated and
+    the limits reached."""
     used = dict.fromkeys(BUDGET_TOTALS, 0.0)
     for m in generated:
         spent = (m.get("budget") or {}).get("spent") or {k: m.get(k, 0) for k in BUDGET_TOTALS}
         for k in BUDGET_TOTALS:
             used[k] += float(spent.get(k) or 0)
+    for m in judged or []:  # the judge and its rewrites count against the same limits
+        used["completion_tokens"] += m.get("judge_completion_tokens", 0) + m.get("rewrite_completion_tokens", 0)
+        used["prompt_tokens"] += m.get("judge_prompt_tokens", 0) + m.get("rewrite_prompt_tokens", 0)
     for k in ("completion_tokens", "prompt_tokens", "rows"):
         used[k] = int(used[k])
     used["gpu_seconds"], used["cost_usd"] = round(used["gpu_seconds"], 1), round(used["cost_usd"], 4)

@@ -11,6 +11,8 @@ generate.completion_tokens / .prompt_tokens counter  tokens, every attempt
 generate.cost_usd / .gpu_seconds            gauge+   budget used by the shard (a delta: the run total adds up)
 generate.tokens_per_s                       gauge    the shard's generation speed
 filter_shard.documents, .removed.<reason>  counter  documents kept by the filters, removed per reason
+judge.scored / .unscored / .refined         counter  documents the judge scored, could not score, rewrote
+judge.judge_completion_tokens / .rewrite_…  counter  the judge's tokens (apart from generation's)
 dedup / near_dedup / decontaminate          counter  ``.documents`` kept, ``.removed``
 top_up.documents / .shortfall / .rounds     gauge    documents the run keeps, how many short, top-up rounds
 gate.passed / gate.overridden / gate.failed counter  one per gate decision (failed: from the task's failure)
@@ -57,6 +59,9 @@ def stage_metrics(corpus: str, stage: str, marker: dict[str, Any]) -> list[Metri
     elif stage == "filter_shard":
         out.append(("incr", name(stage, "documents"), stats.get("kept", 0)))
         out += [("incr", name(stage, "removed", reason), n) for reason, n in sorted((stats.get("reasons") or {}).items()) if n]
+    elif stage == "judge" and stats.get("enabled"):
+        out += [("incr", name("judge", k), stats.get(k, 0)) for k in ("scored", "unscored", "refined")]
+        out += [("incr", name("judge", k), stats.get(k, 0)) for k in ("judge_completion_tokens", "rewrite_completion_tokens")]
     elif stage in ("dedup", "near_dedup", "decontaminate") and not stats.get("skipped"):
         out += [("incr", name(stage, "documents"), stats.get("kept", 0)), ("incr", name(stage, "removed"), stats.get("removed", 0))]
     elif stage == "top_up":

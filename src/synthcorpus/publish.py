@@ -29,6 +29,9 @@ PUBLISHED_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "n_words",
+    # the judge's (when on): scores 0-5 per rubric dimension, their mean, scored or not, rewritten or not
+    "score_educational_value", "score_coherence", "score_faithfulness", "score_audience_fit", "score_overall",
+    "judge_status", "refined",
 )
 
 
@@ -208,6 +211,7 @@ def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, 
         f"| run | {manifest['run_id']} |",
         "",
         *changes_section(manifest, lineage, base_lineage),
+        *judge_section(lineage),
         "Every row carries its provenance: " + ", ".join(f"`{c}`" for c in PROVENANCE_COLUMNS) + ".",
         "`lineage.json` records the spec, code version, model file hash, sampling parameters and template hashes;",
         "`manifest.json` lists every data file with its sha256 and row count.",
@@ -223,6 +227,32 @@ def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, 
         "",
     ]
     return "\n".join(lines)
+
+
+def judge_section(lineage: dict[str, Any]) -> list[str]:
+    """The card's judge section: which model scored the documents, how many it scored, refined or could not
+    score (why), the mean and quartiles of each rubric dimension, and the score columns of the rows."""
+    from .spec.vocabulary import JUDGE_DIMENSIONS
+
+    judge = lineage.get("judge")
+    if not judge:
+        return []
+    metrics = (lineage.get("gate") or {}).get("metrics") or {}
+    unscored = ", ".join(f"{k} {v}" for k, v in sorted((judge.get("unscored_reasons") or {}).items())) or "none"
+    lines = ["## Judge scores", "",
+             f"Every document was scored by `{judge.get('model')}` ({judge.get('engine')}) on a 0–5 rubric; documents "
+             f"below {', '.join(f'{k} {v:g}' for k, v in (judge.get('thresholds') or {}).items())} were rewritten from "
+             f"its critique (up to {judge.get('max_rounds')} round(s), the best-scoring version kept). In this run: "
+             f"{judge.get('scored')} of {judge.get('input')} scored, {judge.get('refined')} refined, unscored: {unscored}; "
+             f"{judge.get('judge_completion_tokens')} judge and {judge.get('rewrite_completion_tokens')} rewrite completion "
+             "tokens (apart from generation's). Scores of the new documents:", "",
+             "| dimension | mean | p25 | p50 | column |", "|---|---|---|---|---|"]
+    for d in JUDGE_DIMENSIONS:
+        lines.append(f"| {d} | {_fmt(metrics.get(f'score_{d}_mean'))} | {_fmt(metrics.get(f'score_{d}_p25'))} | "
+                     f"{_fmt(metrics.get(f'score_{d}_p50'))} | `score_{d}` |")
+    lines += ["", "Rows also carry `score_overall` (the mean of the four), `judge_status` (`scored` or `unscored`) and "
+              "`refined`; the critiques and every round are kept with the run, in its `judge` stage's shards.", ""]
+    return lines
 
 
 def data_files(manifest: dict[str, Any]) -> list[str] | str:

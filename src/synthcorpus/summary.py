@@ -125,6 +125,18 @@ def format_summary(lineage: dict[str, Any], where: str | None) -> str:
         lines.append(f"  results   {gate['validation_json']}")
     if gate.get("override"):
         lines.append(f"  override  published anyway: {gate['override']['reason']}")
+    judge = lineage.get("judge")
+    if judge:
+        metrics = gate.get("metrics") or {}
+        means = ", ".join(f"{d} {metrics[f'score_{d}_mean']:.2f}" for d in ("educational_value", "coherence", "faithfulness",
+                                                                               "audience_fit") if metrics.get(f"score_{d}_mean") is not None)
+        reasons = ", ".join(f"{k}={v}" for k, v in (judge.get("unscored_reasons") or {}).items())
+        lines.append(f"judge       {judge['model']}: {judge['scored']}/{judge['input']} scored"
+                     + (f" (unscored: {reasons})" if reasons else "") + f", {judge['refined']} refined; "
+                     + (f"mean {means}; " if means else "no scores; ")
+                     + f"{judge['judge_completion_tokens']} judge + {judge['rewrite_completion_tokens']} rewrite tokens"
+                     + ("; NOT ONE document scored: this judge cannot judge these documents, its scores are absent, "
+                        "not good" if judge["input"] and not judge["scored"] else ""))
     if lineage.get("approval"):
         lines.append(f"approval    {_approval_text(lineage['approval'])}")
     for f in gate.get("expectations", []):

@@ -62,7 +62,7 @@ def test_shipped_specs_parse_fast_without_heavy_imports(tmp_path):
     assert "synthcorpus_demo" in result["dags"]
     tasks = result["dags"]["synthcorpus_demo"]["tasks"]
     # One task per row of the stage table, nothing else.
-    assert tasks == sorted(["history", "seeds", "topics", "prompts", "plan_shards", "generate", "filter_shard", "dedup",
+    assert tasks == sorted(["history", "seeds", "topics", "prompts", "plan_shards", "generate", "filter_shard", "judge", "dedup",
                             "minhash_signatures", "near_dedup", "decontaminate", "top_up",
                             "validate_shard", "quality_gate", "publish", "summary"])
     assert tasks == sorted(s.name for s in TABLE)

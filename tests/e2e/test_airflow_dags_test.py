@@ -274,7 +274,7 @@ def test_demo_spec_with_web_and_instruction_seeds(airflow_env):
     decontam["canaries"] = str(ROOT / "include" / "seeds" / Path(decontam["canaries"]).name)
     demo["seeds"]["web_samples"]["sample_size"] = 120
     demo["prompts"]["template_dir"] = str(ROOT / "include" / "prompts")
-    demo["topics"].update(max_clusters=8, label_samples=3)
+    demo["topics"].update(max_clusters=8, label_samples=3, labeler="engine")  # the LLM labels (the demo: keywords)
     demo["generation"].update(max_tokens=48, shard_size=6)
     demo["quality"].update(min_words=5, drop_truncated=False, min_documents=1, max_filtered_share=0.9, max_opening_share=1.0)
     demo["quality"].pop("word_quantiles")  # 48-token documents are far shorter than the demo's median bound
@@ -298,6 +298,10 @@ def test_demo_spec_with_web_and_instruction_seeds(airflow_env):
     assert diversity["openings"]["documents"] == json.loads((run / "lineage.json").read_text())["counts"]["documents"]
     lineage = json.loads((run / "lineage.json").read_text())
     assert lineage["decontamination"]["canaries_caught"] == lineage["decontamination"]["canaries_planted"] == 6
+    # the demo's judge ran as its own mapped task: every filtered document judged once, scored or not
+    judge = lineage["judge"]
+    assert judge["input"] == judge["scored"] + judge["unscored"] >= lineage["counts"]["after_filters"] > 0
+    assert judge["judge_completion_tokens"] > 0
     assert lineage["counts"]["after_near_dedup"] is not None
     # The demo's other release expectations were part of the suite (and passed).
     report = json.loads((run / "quality_gate" / "report.json").read_text())

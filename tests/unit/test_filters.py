@@ -406,6 +406,8 @@ def test_exact_dedup_across_shards_keeps_first(storage_uri):
     _shard(run, 1, [GOOD.upper() + "!!", "A third one, about clouds."])
     execute(run, "filter_shard", 1)  # the order the shards finish in does not matter: the plan's order does
     execute(run, "filter_shard", 0)
+    for i in (0, 1):  # the judge (off here) passes the filtered shards on
+        execute(run, "judge", i)
     result = execute(run, "dedup")
     assert result["stats"] == {"input": 4, "kept": 3, "removed": 1, "removed_in_run": 1, "removed_published": 0}
     kept = [r["prompt_id"] for u in result["outputs"]["documents"] for r in storage.read_parquet(u).to_pylist()]

@@ -35,7 +35,7 @@ from tests.conftest import tiny_spec_dict, write_spec
 from tests.fakes import FakeEngine
 
 # The chain a published document went through: each stage's dataset is read by the next one's task.
-CHAIN = ("seeds", "topics", "prompts", "plan_shards", "generate", "filter_shard", "dedup", "minhash_signatures",
+CHAIN = ("seeds", "topics", "prompts", "plan_shards", "generate", "filter_shard", "judge", "dedup", "minhash_signatures",
          "near_dedup", "decontaminate", "top_up", "validate_shard", "quality_gate", "publish")
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import storage
 from ..spec import BALANCE_DIMENSIONS, WORD_QUANTILES
+from ..spec.judge import DIMENSIONS, SCORE_MAX
 from .diversity import opening, opening_report_from_counts
 from .gate import Check, between, user_check
 
@@ -60,7 +61,33 @@ def release_checks(spec: CorpusSpec) -> list[Check]:
     if q.max_opening_share is not None:
         metrics.append(between("run_metrics", "max_opening_share", 0, q.max_opening_share))
     users = [user_check(e.batch, e.type, dict(e.kwargs)) for e in q.expectations]
-    return docs + metrics + users
+    return docs + metrics + judge_checks(spec) + users
+
+
+def judge_checks(spec: CorpusSpec) -> list[Check]:
+    """The gate's expectations on the judge's scores (``judge.gate``), when the judge is on."""
+    j = spec.judge
+    if not j.enabled:
+        return []
+    g = j.gate
+    checks: list[Check] = []
+    if g.max_unscored_share is not None:
+        checks.append(between("run_metrics", "judge_unscored_share", 0, g.max_unscored_share))
+    # A metric of no scored document is null, and GX passes null values: each gated metric must also exist,
+    # so a judge that scored nothing fails the gate instead of passing it.
+    def scored(column: str) -> Check:
+        return Check("run_metrics", "expect_column_values_to_not_be_null", {"column": column}, "not null (documents scored)")
+
+    for d, v in sorted(g.min_mean.items()):
+        checks += [scored(f"score_{d}_mean"), between("run_metrics", f"score_{d}_mean", v, SCORE_MAX)]
+        for group in g.by:  # a group none of whose documents was scored has nothing to check (null)
+            for value in (spec.prompts.formats if group == "format" else spec.prompts.audiences):
+                checks.append(between("run_metrics", f"score_{d}_mean_{group}_{value}", v, SCORE_MAX))
+    for d, v in sorted(g.min_p25.items()):
+        checks += [scored(f"score_{d}_p25"), between("run_metrics", f"score_{d}_p25", v, SCORE_MAX)]
+    for d, v in sorted(g.max_share_below.items()):
+        checks += [scored(f"score_{d}_below_share"), between("run_metrics", f"score_{d}_below_share", 0, v)]
+    return checks
 
 
 def profile_batches(batches: Iterable[Any]) -> dict[str, Any]:
@@ -69,6 +96,7 @@ def profile_batches(batches: Iterable[Any]) -> dict[str, Any]:
     counts: dict[str, Counter[str]] = {d: Counter() for d in BALANCE_DIMENSIONS}
     words: Counter[int] = Counter()
     openings: Counter[str] = Counter()
+    scores = _empty_scores()
     for batch in batches:
         rows += batch.num_rows
         names = batch.schema.names
@@ -79,12 +107,90 @@ def profile_batches(batches: Iterable[Any]) -> dict[str, Any]:
             words.update(int(v) for v in batch.column("n_words").to_pylist() if v is not None)
         if "text" in names:
             openings.update(opening(t) for t in batch.column("text").to_pylist() if t and t.strip())
-    return {
+        if "judge_status" in names:
+            _profile_scores(batch, scores)
+    out = {
         "rows": rows,
         "counts": {d: dict(c) for d, c in counts.items()},
         "n_words": {str(k): v for k, v in sorted(words.items())},
         "openings": dict(openings),
     }
+    if scores["rows"]:
+        out["scores"] = scores
+    return out
+
+
+def _empty_scores() -> dict[str, Any]:
+    """The judge's scores of a shard's documents: a 0-5 histogram per dimension, overall and per format and
+    audience (``{group: {value: {dimension: histogram}}}``), and how many documents are unscored."""
+    return {"rows": 0, "unscored": 0, "hist": {d: [0] * (SCORE_MAX + 1) for d in DIMENSIONS},
+            "by": {"format": {}, "audience": {}}}
+
+
+def _profile_scores(batch: Any, scores: dict[str, Any]) -> None:
+    cols = {c: batch.column(c).to_pylist() for c in ("judge_status", "format", "audience", *(f"score_{d}" for d in DIMENSIONS))
+            if c in batch.schema.names}
+    for i, status in enumerate(cols["judge_status"]):
+        scores["rows"] += 1
+        if status != "scored":
+            scores["unscored"] += 1
+            continue
+        for d in DIMENSIONS:
+            value = cols[f"score_{d}"][i]
+            scores["hist"][d][value] += 1
+            for group in ("format", "audience"):
+                key = str(cols.get(group, [None] * (i + 1))[i])
+                slot = scores["by"][group].setdefault(key, {x: [0] * (SCORE_MAX + 1) for x in DIMENSIONS})
+                slot[d][value] += 1
+
+
+def merge_scores(profiles: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The shards' score profiles summed (None when no shard was judged)."""
+    out, found = _empty_scores(), False
+    for p in profiles:
+        s = p.get("scores")
+        if not s:
+            continue
+        found = True
+        out["rows"] += s["rows"]
+        out["unscored"] += s["unscored"]
+        for d in DIMENSIONS:
+            out["hist"][d] = [a + b for a, b in zip(out["hist"][d], s["hist"][d])]
+        for group, values in s["by"].items():
+            for key, hists in values.items():
+                slot = out["by"][group].setdefault(key, {x: [0] * (SCORE_MAX + 1) for x in DIMENSIONS})
+                for d in DIMENSIONS:
+                    slot[d] = [a + b for a, b in zip(slot[d], hists[d])]
+    return out if found else None
+
+
+def _hist_mean(hist: list[int]) -> float | None:
+    n = sum(hist)
+    return round(sum(v * c for v, c in enumerate(hist)) / n, 4) if n else None
+
+
+def score_metrics(spec: CorpusSpec, scores: dict[str, Any] | None) -> dict[str, Any]:
+    """The judge's run metrics: per dimension the mean, p25 and p50 and the share below its threshold;
+    the share unscored; the mean per format and per audience (``score_<dim>_mean_<group>_<value>``)."""
+    if not spec.judge.enabled:
+        return {}
+    scores = scores or _empty_scores()  # on, but no document reached the judge: every metric null
+    groups = {"format": spec.prompts.formats, "audience": spec.prompts.audiences}
+    out: dict[str, Any] = {"judged": scores["rows"], "judge_unscored": scores["unscored"],
+                           "judge_unscored_share": round(scores["unscored"] / scores["rows"], 6) if scores["rows"] else 0.0}
+    for d in DIMENSIONS:
+        hist = Counter({v: c for v, c in enumerate(scores["hist"][d]) if c})
+        n = sum(hist.values())
+        out[f"score_{d}_mean"] = _hist_mean(scores["hist"][d])
+        out[f"score_{d}_p25"] = quantile(hist, 0.25) if n else None
+        out[f"score_{d}_p50"] = quantile(hist, 0.5) if n else None
+        if d in spec.judge.thresholds:
+            t = spec.judge.thresholds[d]
+            out[f"score_{d}_below_share"] = round(sum(c for v, c in hist.items() if v < t) / n, 6) if n else None
+        for group, values in sorted(scores["by"].items()):
+            for key in sorted({*values, *groups.get(group, ())}):  # every value of the spec, null when unscored
+                out[f"score_{d}_mean_{group}_{key}"] = _hist_mean(values[key][d]) if key in values else None
+    return out
 
 
 def merge_profiles(profiles: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -105,10 +211,16 @@ def merge_profiles(profiles: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def distributions(profiles: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The merged profiles as JSON: rows, documents per value of each balance dimension (most common
-    first) and the word-count histogram; no openings (the diversity report keeps the top ones)."""
+    first), the word-count histogram and (judged runs) the score histograms; no openings (the diversity
+    report keeps the top ones)."""
+    profiles = list(profiles)
     merged = merge_profiles(profiles)
-    return {"rows": merged["rows"], "counts": {d: dict(c.most_common()) for d, c in merged["counts"].items()},
-            "n_words": {str(k): v for k, v in sorted(merged["n_words"].items())}}
+    out = {"rows": merged["rows"], "counts": {d: dict(c.most_common()) for d, c in merged["counts"].items()},
+           "n_words": {str(k): v for k, v in sorted(merged["n_words"].items())}}
+    scores = merge_scores(profiles)
+    if scores:
+        out["scores"] = scores  # the judge's histograms, overall and per format and audience
+    return out
 
 
 def quantile(hist: Counter[int], q: float) -> float:
@@ -180,6 +292,7 @@ def run_metrics(spec: CorpusSpec, stage_stats: dict[str, Any], document_uris: li
         "language_match_rate": round(matched / checked, 6) if checked else 1.0,
         **{f"n_words_{name}": quantile(words, q) for name, q in WORD_QUANTILES.items()},
         "max_opening_share": opening_report_from_counts(openings)["max_opening_share"],
+        **score_metrics(spec, merge_scores(profiles)),
     }
     expected = {"format": spec.prompts.formats, "audience": spec.prompts.audiences,
                 "language": spec.prompts.languages}

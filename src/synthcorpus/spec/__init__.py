@@ -10,6 +10,7 @@ algorithm (enforced by the import contract in pyproject.toml).
 
 from .corpus import CorpusSpec, PublishSpec, StorageSpec
 from .generation import GenerationSpec, KubernetesSpec, OpenAISpec, VLLMSpec
+from .judge import JudgeGateSpec, JudgeSpec
 from .loading import SpecError, SpecProblem, discover, load_spec, parse_spec
 from .prompts import PromptsSpec
 from .refresh import RefreshSpec
@@ -22,7 +23,7 @@ from .quality import (
     QualitySpec,
     UserExpectation,
 )
-from .seeds import SampleSource, SeedsSpec
+from .seeds import SampleClean, SampleSource, SeedsSpec
 from .tasks import TasksSpec
 from .topics import DEFAULT_TOPIC_DENY, TopicsSpec
 from .vocabulary import (
@@ -50,7 +51,7 @@ __all__ = [
     "DEFAULT_TOPIC_DENY", "FORMATS", "GATE_COLUMNS", "GPU_GENERATE_POOL", "LANGUAGES",
     "REASONS", "STORAGE_ENV", "WORD_QUANTILES", "Audience", "Bounds", "CorpusSpec", "DecontamReference",
     "DecontamSpec", "Format", "GenerationSpec", "HeuristicsSpec", "KubernetesSpec", "Language", "NearDedupSpec",
-    "OpenAISpec", "PromptsSpec", "PublishSpec", "QualitySpec", "RefreshSpec", "SampleSource", "SeedsSpec", "SpecError",
+    "OpenAISpec", "PromptsSpec", "PublishSpec", "QualitySpec", "RefreshSpec", "SampleClean", "SampleSource", "SeedsSpec", "JudgeSpec", "JudgeGateSpec", "SpecError",
     "SpecProblem", "StorageSpec", "TasksSpec", "TopicsSpec", "UserExpectation", "VLLMSpec", "discover", "gate_columns",
     "load_spec", "parse_spec",
 ]

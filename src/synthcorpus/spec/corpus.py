@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from .base import _Strict
 from .generation import GenerationSpec
+from .judge import JudgeSpec
 from .prompts import PromptsSpec
 from .quality import QualitySpec
 from .refresh import RefreshSpec
@@ -85,6 +86,7 @@ class CorpusSpec(_Strict):
     prompts: PromptsSpec
     generation: GenerationSpec = GenerationSpec()
     quality: QualitySpec = QualitySpec()
+    judge: JudgeSpec = JudgeSpec()
     storage: StorageSpec = StorageSpec()
     publish: PublishSpec = PublishSpec()
     tasks: TasksSpec = TasksSpec()
@@ -150,6 +152,8 @@ class CorpusSpec(_Strict):
             return CPU_GENERATE_POOL
         if stage == "topics" and self.topics.labeler == "engine" and self.generation.engine == "llamacpp":
             return CPU_GENERATE_POOL
+        if stage == "judge" and self.judge.enabled and (self.judge.engine or self.generation.engine) == "llamacpp":
+            return CPU_GENERATE_POOL  # the judge runs llama.cpp in the task
         return None
 
     def storage_uri(self) -> str:

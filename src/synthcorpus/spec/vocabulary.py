@@ -43,13 +43,19 @@ BALANCE_DIMENSIONS = ("format", "audience", "topic", "language")
 WORD_QUANTILES = {"p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
 
 # Columns the gate's batches carry (see stages.validate_shard), for checking user expectations at load.
+# The judge's rubric (spec section ``judge``): each dimension scored 0..SCORE_MAX.
+JUDGE_DIMENSIONS = ("educational_value", "coherence", "faithfulness", "audience_fit")
+SCORE_MAX = 5
 GATE_COLUMNS = {
     "documents": ("text", "n_words", "n_chars", "text_hash", "prompt_id", "seed_kind", "topic", "format", "audience",
-                  "language", "template", "prompt_tokens", "completion_tokens", "attempts"),
+                  "language", "template", "prompt_tokens", "completion_tokens", "attempts",
+                  *(f"score_{d}" for d in JUDGE_DIMENSIONS), "score_overall", "judge_status", "refined"),
     "run_metrics": ("generated", "documents", "filtered_share", "exact_duplicates", "near_duplicates", "duplicate_rate",
                     "duplicate_text_hashes", "contaminated", "canaries_missed", "language_match_rate", "max_opening_share",
                     *(f"n_words_{q}" for q in WORD_QUANTILES),
-                    *(f"{d}_{m}_share" for d in BALANCE_DIMENSIONS for m in ("max", "min"))),
+                    *(f"{d}_{m}_share" for d in BALANCE_DIMENSIONS for m in ("max", "min")),
+                    "judged", "judge_unscored", "judge_unscored_share",
+                    *(f"score_{d}_{m}" for d in JUDGE_DIMENSIONS for m in ("mean", "p25", "p50", "below_share"))),
 }
 
 

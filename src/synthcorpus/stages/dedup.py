@@ -1,7 +1,7 @@
 """dedup: exact dedup by normalized-text hash, a cheap first pass before MinHash -- across the whole run and
 against every document the corpus already published (the base version's index, from ``history``).
 
-Reads every ``filter_shard`` shard and ``history``; writes ``dedup/shard-N.parquet`` (one per shard, same
+Reads every ``judge`` shard (the filtered documents, scored and refined when the judge is on) and ``history``; writes ``dedup/shard-N.parquet`` (one per shard, same
 indexes) and the dropped rows to ``dedup/removed.parquet`` (``exact_duplicate`` within the run,
 ``published_duplicate`` of an earlier version, with ``duplicate_of``). Streams shard by shard and holds only
 the hashes in memory; the first occurrence (in shard order, then row order) is kept, so the result does
@@ -16,7 +16,7 @@ from .. import storage
 from .contract import RunContext, StageResult, result, shards
 
 NAME = "dedup"
-READS = ("filter_shard", "history")
+READS = ("judge", "history")
 MAPPED = False
 USES: tuple[str, ...] = ()  # the published index comes through history's marker
 
@@ -27,7 +27,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     from ..quality.dedup import first_occurrences
     from .history import published_index
 
-    documents = {i: result(run, "filter_shard", i)["outputs"]["documents"] for i in shards(run)}
+    documents = {i: result(run, "judge", i)["outputs"]["documents"] for i in shards(run)}
     # First pass: the hashes only (one column), so the index is asked once for the whole run.
     hashes = {i: [h for b in storage.iter_batches(u, ["text_hash"], 65536) for h in b.column(0).to_pylist()]
               for i, u in documents.items()}

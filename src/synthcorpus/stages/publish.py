@@ -24,7 +24,7 @@ from .contract import RunContext, StageResult, result, results
 
 NAME = "publish"
 # The gate's report names the documents; the other stages' results go into lineage.json.
-READS = ("quality_gate", "history", "top_up", "minhash_signatures", "seeds", "topics", "prompts", "generate", "filter_shard",
+READS = ("quality_gate", "history", "top_up", "minhash_signatures", "seeds", "topics", "prompts", "generate", "filter_shard", "judge",
          "dedup", "near_dedup", "decontaminate")
 MAPPED = False
 USES: tuple[str, ...] = ("*",)  # lineage.json and the manifest record the whole spec

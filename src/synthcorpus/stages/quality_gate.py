@@ -26,7 +26,7 @@ from .contract import RunContext, StageResult, execute, result, results, shards,
 
 NAME = "quality_gate"
 # The run metrics' inputs, and (for lineage.json of a failed run) every stage before the gate.
-READS = ("validate_shard", "top_up", "filter_shard", "dedup", "near_dedup", "decontaminate", "prompts", "seeds", "topics",
+READS = ("validate_shard", "top_up", "filter_shard", "judge", "dedup", "near_dedup", "decontaminate", "prompts", "seeds", "topics",
          "generate", "history")
 MAPPED = False
 # The release suite (quality.release.release_checks) and the run metrics (run_metrics).
@@ -35,7 +35,7 @@ USES: tuple[str, ...] = (
     "quality.heuristics", "quality.min_documents", "quality.max_filtered_share", "quality.max_filtered_share_by_reason",
     "quality.max_duplicate_rate", "quality.max_contaminated", "quality.decontamination.canaries",
     "quality.min_language_match_rate", "quality.word_quantiles", "quality.max_share", "quality.min_share",
-    "quality.max_opening_share", "quality.expectations",
+    "quality.max_opening_share", "quality.expectations", "judge.enabled", "judge.thresholds", "judge.gate",
 )
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,10 @@ from .. import storage
 from .contract import RunContext, StageResult, result, results, shards
 
 NAME = "top_up"
-READS = ("decontaminate", "prompts", "generate", "filter_shard", "minhash_signatures", "history")
+READS = ("decontaminate", "prompts", "generate", "filter_shard", "judge", "minhash_signatures", "history")
 MAPPED = False
 # Top-up rounds generate, filter, dedup and decontaminate: every section those stages use.
-USES: tuple[str, ...] = ("documents", "refresh", "generation", "quality")
+USES: tuple[str, ...] = ("documents", "refresh", "generation", "quality", "judge")
 MIN_YIELD = 0.05  # never assume less when sizing a round (a run that publishes nothing stops by the reserve)
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,14 @@ class _RoundContext:
         from .decontaminate import reference_index
         from .history import published_index
 
-        uris = [m["outputs"]["documents"] for m in results(run, "filter_shard")]
+        uris = [m["outputs"]["documents"] for m in results(run, "judge")]
         seen = {h for u in uris for b in storage.iter_batches(u, ["text_hash"], 65536) for h in b.column(0).to_pylist()}
         return cls(seen, [m["outputs"]["signatures"] for m in results(run, "minhash_signatures")], published_index(run),
                    reference_index(run)[1] if run.spec.quality.decontamination is not None else None)
 
 
 def _round(run: RunContext, index: int, prompts: list[dict[str, Any]], context: _RoundContext) -> dict[str, Any]:
-    """Generate, filter, dedup and decontaminate one round of top-up prompts as document shard ``index``.
+    """Generate, filter, judge (when on), dedup and decontaminate one round of top-up prompts as document shard ``index``.
     The round's generation is kept (``top_up/shard-N/generated.parquet`` + ``generation.json``): a retried
     task, or a re-run after a quality setting changed, generates only what is missing (resuming from its
     checkpoints) and filters, dedups and decontaminates again under the current spec."""
@@ -149,6 +149,12 @@ def _round(run: RunContext, index: int, prompts: list[dict[str, Any]], context: 
     counts: dict[str, int] = {}
     kept, removed, filter_stats = _filter(run, table)
     counts["filtered"] = filter_stats["removed"]
+    judge_stats = None
+    if run.spec.judge.enabled and kept.num_rows:  # as the judge stage does for the plan's shards
+        from .judge import judge_table
+
+        kept, judge_stats = judge_table(run, kept, budget_entry=layout.budget_entry("top_up_judge", index),
+                                        label=f"top-up round, shard {index}: judge")
     kept, dropped = _exact(kept, context)
     counts["exact_duplicates"] = len(dropped)
     removed += dropped
@@ -164,7 +170,8 @@ def _round(run: RunContext, index: int, prompts: list[dict[str, Any]], context: 
         storage.write_parquet(layout.removed(NAME, index), pa.Table.from_pylist(removed))
     log.info("top-up round, shard %d: %d prompts -> %d documents (%s)", index, len(prompts), kept.num_rows, counts)
     return {"shard": index, "prompts": len(prompts), "generated": gen_stats["rows"] - gen_stats.get("not_generated", 0),
-            "kept": kept.num_rows, **counts, "filter_stats": filter_stats, "generate": gen_stats, "documents": out,
+            "kept": kept.num_rows, **counts, "filter_stats": filter_stats, "judge_stats": judge_stats,
+            "generate": gen_stats, "documents": out,
             "generate_output": generated_uri,
             "signatures": sig_uri, "stopped_by_budget": bool(gen_stats.get("stopped_by_budget"))}
 
