@@ -237,3 +237,31 @@ def test_a_judge_that_scores_nothing_cannot_pass_a_score_expectation(tmp_path, s
     (failed,) = [e for e in report["expectations"] if not e["success"]]
     assert failed["column"] == "score_coherence_mean" and report["metrics"]["score_coherence_mean"] is None
     assert "NOT ONE document scored" in run_summary(run.spec, "j5")
+
+
+def test_the_run_page_shows_the_judges_scores_or_says_it_gave_none(tmp_path, storage_uri):
+    from synthcorpus.ui import charts, data, pages
+
+    path = judged_spec(tmp_path)
+    run_pipeline(path, "j6", engine=FakeJudgeEngine(), until="publish")
+    spec = open_run(path, "j6").spec
+    report = data.run_report(spec, "j6")
+    judge = report["judge"]
+    metrics = report["gate"]["metrics"]
+    assert judge["scored"] == judge["input"] > 0
+    assert judge["means"]["coherence"] == pytest.approx(metrics["score_coherence_mean"], abs=0.01)
+    assert sum(judge["histogram"]["coherence"]) == metrics["judged"]
+    assert set(judge["mean_by"]["format"]) == {k.rsplit("_format_", 1)[1] for k in metrics
+                                                if k.startswith("score_coherence_mean_format_") and metrics[k] is not None}
+    page = pages.run_page("/corpora", report, "manual__1")
+    assert 'id="judge-scores"' in page and 'id="judge-none"' not in page and "score-chart-1" in page
+    assert f"scored <b>{judge['scored']} of {judge['input']}</b>" in page
+    assert charts.score_charts(judge)[0]["data"][0]["y"] == judge["histogram"]["educational_value"]
+
+    (tmp_path / "none").mkdir()
+    path = judged_spec(tmp_path / "none", max_retries=0, max_rounds=0)
+    run_pipeline(path, "j7", engine=FakeJudgeEngine(malformed=5), until="quality_gate")
+    report = data.run_report(open_run(path, "j7").spec, "j7")
+    page = pages.run_page("/corpora", report, "manual__2")
+    assert report["judge"]["scored"] == 0 and 'id="judge-none"' in page and "score-chart-" not in page
+    assert "malformed reply" in page

@@ -89,3 +89,20 @@ def distribution_charts(profile: dict[str, Any] | None) -> list[dict[str, Any]]:
     charts = [bar(f"Documents per {d}", counts.get(d, {}), horizontal=d == "topic") for d in ("format", "audience", "language", "topic")]
     charts.append(histogram("Word count", profile.get("n_words", {})))
     return charts
+
+
+def score_charts(judge: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The judge's scores: documents per score 0-5, one series per rubric dimension; the mean per format
+    and per audience. Nothing when no document was scored (an empty chart would look like low scores)."""
+    if not judge or not judge.get("scored"):
+        return []
+    hist = judge.get("histogram") or {}
+    charts = [_figure("Documents per score (0–5)", [
+        {"type": "bar", "name": d.replace("_", " "), "x": [str(v) for v in range(len(h))], "y": h} for d, h in hist.items()],
+        barmode="group", showlegend=True, xaxis={"type": "category", "title": {"text": "score"}})]
+    for group in ("format", "audience"):
+        means = judge.get("mean_by", {}).get(group) or {}
+        if means:
+            charts.append(_figure(f"Mean overall score per {group}", [
+                {"type": "bar", "x": list(means), "y": list(means.values())}], yaxis={"range": [0, 5]}))
+    return charts

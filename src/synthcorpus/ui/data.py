@@ -380,14 +380,44 @@ def run_report(spec: CorpusSpec, run_id: str) -> dict[str, Any]:
                          "its page fills in once its first stage commits")
     lineage, has_lineage = run_lineage(run)
     counts = lineage.get("counts") or {}
+    dist = distributions(run)
+    profile_scores = (dist or {}).get("scores")
     return {
         "corpus": spec.name, "dag_id": spec.dag_id, "run_id": run.run_id, "storage": run.layout.run_uri,
         "stages": stage_states(run), "funnel": funnel(run, counts), "counts": counts,
-        "progress": run_progress(run), "topics": topics(run), "distributions": distributions(run),
+        "progress": run_progress(run), "topics": topics(run), "distributions": dist,
         "gate": gate(run), "published": published_sample(run), "removed": removed_sample(run, counts),
         "budget": budget(run, lineage), "model": lineage.get("model"), "has_lineage": has_lineage,
         "shortfall_reason": counts.get("shortfall_reason"), "approval": approval(run),
+        "judge": judge(lineage, profile_scores),
     }
+
+
+def judge(lineage: dict[str, Any], scores: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The LLM judge of the run (spec ``judge``): its model, documents scored / unscored (why) / refined,
+    its tokens, and from the gate's merged profile the 0-5 histogram and mean of each rubric dimension and
+    the mean overall score per format and audience. None when the judge is off."""
+    from ..spec.judge import DIMENSIONS
+
+    block = lineage.get("judge")
+    if not block:
+        return None
+    out = {**block, "histogram": {}, "means": {}, "mean_by": {}}
+    if scores:
+        def mean(hist: list[int]) -> float | None:
+            n = sum(hist)
+            return round(sum(v * c for v, c in enumerate(hist)) / n, 2) if n else None
+
+        out["histogram"] = {d: scores["hist"][d] for d in DIMENSIONS}
+        out["means"] = {d: mean(scores["hist"][d]) for d in DIMENSIONS}
+        for group, values in (scores.get("by") or {}).items():
+            per = {}
+            for key, hists in sorted(values.items()):
+                dims = [mean(hists[d]) for d in DIMENSIONS]
+                if all(m is not None for m in dims):
+                    per[key] = round(sum(dims) / len(dims), 2)
+            out["mean_by"][group] = per
+    return out
 
 
 def approval(run: RunContext) -> dict[str, Any] | None:

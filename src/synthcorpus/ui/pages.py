@@ -37,7 +37,8 @@ def run_page(base: str, report: dict[str, Any], dag_run_id: str) -> str:
     airflow_root = base.removesuffix("/corpora")  # the plugin's mount prefix (ui.plugin.URL_PREFIX)
     return render("run.html", base=base, airflow_root=airflow_root, r=report, dag_run_id=dag_run_id,
                   funnel_chart=charts.funnel(report["funnel"]),
-                  distribution_charts=charts.distribution_charts(report["distributions"]))
+                  distribution_charts=charts.distribution_charts(report["distributions"]),
+                  score_charts=charts.score_charts(report.get("judge")))
 
 
 def diff_page(base: str, corpus: str, dag_id: str, diff: dict[str, Any]) -> str:
