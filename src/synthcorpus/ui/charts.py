@@ -99,7 +99,7 @@ def score_charts(judge: dict[str, Any] | None) -> list[dict[str, Any]]:
     hist = judge.get("histogram") or {}
     charts = [_figure("Documents per score (0–5)", [
         {"type": "bar", "name": d.replace("_", " "), "x": [str(v) for v in range(len(h))], "y": h} for d, h in hist.items()],
-        barmode="group", showlegend=True, xaxis={"type": "category", "title": {"text": "score"}})]
+        barmode="group", showlegend=True, xaxis={"type": "category"})]
     for group in ("format", "audience"):
         means = judge.get("mean_by", {}).get(group) or {}
         if means:
