@@ -14,6 +14,7 @@ import yaml
 from . import storage
 from .layout import DATA_FILES_PATTERN, MANIFEST, join
 from .lineage import PROVENANCE_COLUMNS
+from .spec.vocabulary import JUDGE_DIMENSIONS
 
 if TYPE_CHECKING:
     from .spec import CorpusSpec
@@ -30,8 +31,7 @@ PUBLISHED_COLUMNS = (
     "completion_tokens",
     "n_words",
     # the judge's (when on): scores 0-5 per rubric dimension, their mean, scored or not, rewritten or not
-    "score_educational_value", "score_coherence", "score_faithfulness", "score_audience_fit", "score_overall",
-    "judge_status", "refined",
+    *(f"score_{d}" for d in JUDGE_DIMENSIONS), "score_overall", "judge_status", "refined",
 )
 
 
@@ -232,15 +232,13 @@ def dataset_card(spec: CorpusSpec, manifest: dict[str, Any], lineage: dict[str, 
 def judge_section(lineage: dict[str, Any]) -> list[str]:
     """The card's judge section: which model scored the documents, how many it scored, refined or could not
     score (why), the mean and quartiles of each rubric dimension, and the score columns of the rows."""
-    from .spec.vocabulary import JUDGE_DIMENSIONS
-
     judge = lineage.get("judge")
     if not judge:
         return []
     metrics = (lineage.get("gate") or {}).get("metrics") or {}
     unscored = ", ".join(f"{k} {v}" for k, v in sorted((judge.get("unscored_reasons") or {}).items())) or "none"
     lines = ["## Judge scores", "",
-             f"Every document was scored by `{judge.get('model')}` ({judge.get('engine')}) on a 0–5 rubric; documents "
+             f"Every document was judged by `{judge.get('model')}` ({judge.get('engine')}) on a 0–5 rubric; documents "
              f"below {', '.join(f'{k} {v:g}' for k, v in (judge.get('thresholds') or {}).items())} were rewritten from "
              f"its critique (up to {judge.get('max_rounds')} round(s), the best-scoring version kept). In this run: "
              f"{judge.get('scored')} of {judge.get('input')} scored, {judge.get('refined')} refined, unscored: {unscored}; "

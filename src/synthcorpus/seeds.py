@@ -139,13 +139,21 @@ class SampleRead:
     texts: list[str] = dc_field(default_factory=list)
     rows_read: int = 0  # rows in the source
     examined: int = 0  # rows visited by the sampler (all rows when sample_size is null)
-    too_short: int = 0  # shorter than min_chars after cleaning and normalization (nulls included)
-    duplicates: int = 0  # exact duplicates of a text already kept (after cleaning)
     removed: Counter[str] = dc_field(default_factory=Counter)  # visited rows not kept, by reason
     reasons: tuple[str, ...] = BASE_REASONS  # every reason removed can hold
     files: int = 1
     sha256: str | None = None  # local: file bytes; local directory: sorted file list + content hashes
     etag: str | None = None  # s3 file: its ETag
+
+    @property
+    def too_short(self) -> int:
+        """Shorter than min_chars after cleaning and normalization (nulls included)."""
+        return self.removed["too_short"]
+
+    @property
+    def duplicates(self) -> int:
+        """Exact duplicates of a text already kept (after cleaning)."""
+        return self.removed["duplicate"]
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -502,10 +510,6 @@ def _select(column: pa.ChunkedArray, sample_size: int | None, seed: int, min_cha
                 kept.append((index, text))
                 continue
             out.removed[reason] += 1
-            if reason == "too_short":
-                out.too_short += 1
-            elif reason == "duplicate":
-                out.duplicates += 1
     kept.sort()
     out.texts = [text for _, text in kept]
 

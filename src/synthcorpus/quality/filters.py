@@ -151,8 +151,9 @@ def _folded(phrases: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=256)
-def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
-    # Whole words: "as an ai" must not match "as an aid", "come ia" not "come iarda".
+def phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex for folded ``phrases`` (:func:`fold_phrase`), longest first, each matching whole words at
+    its word-character ends: "as an ai" must not match "as an aid", "come ia" not "come iarda"."""
     parts = []
     for p in sorted(phrases, key=len, reverse=True):
         head = r"(?<!\w)" if _WORD.match(p[0]) else ""
@@ -174,7 +175,7 @@ def has_refusal(text: str, language: str | None, phrases: Mapping[str, Sequence[
     # Plain substring tests first (fast, and almost always all false); the word-boundary regex only
     # confirms the few phrases found.
     found = tuple(p for p in _folded(tuple(chosen)) if p in opening)
-    return bool(found) and _phrase_pattern(found).search(opening) is not None
+    return bool(found) and phrase_pattern(found).search(opening) is not None
 
 
 # ------------------------------------------------------------------------------------------ heuristics

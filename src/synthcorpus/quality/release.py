@@ -164,7 +164,8 @@ def merge_scores(profiles: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     return out if found else None
 
 
-def _hist_mean(hist: list[int]) -> float | None:
+def hist_mean(hist: list[int]) -> float | None:
+    """The mean score of a 0..SCORE_MAX histogram (None when it counts nothing), to 4 decimals."""
     n = sum(hist)
     return round(sum(v * c for v, c in enumerate(hist)) / n, 4) if n else None
 
@@ -181,7 +182,7 @@ def score_metrics(spec: CorpusSpec, scores: dict[str, Any] | None) -> dict[str, 
     for d in DIMENSIONS:
         hist = Counter({v: c for v, c in enumerate(scores["hist"][d]) if c})
         n = sum(hist.values())
-        out[f"score_{d}_mean"] = _hist_mean(scores["hist"][d])
+        out[f"score_{d}_mean"] = hist_mean(scores["hist"][d])
         out[f"score_{d}_p25"] = quantile(hist, 0.25) if n else None
         out[f"score_{d}_p50"] = quantile(hist, 0.5) if n else None
         if d in spec.judge.thresholds:
@@ -189,7 +190,7 @@ def score_metrics(spec: CorpusSpec, scores: dict[str, Any] | None) -> dict[str, 
             out[f"score_{d}_below_share"] = round(sum(c for v, c in hist.items() if v < t) / n, 6) if n else None
         for group, values in sorted(scores["by"].items()):
             for key in sorted({*values, *groups.get(group, ())}):  # every value of the spec, null when unscored
-                out[f"score_{d}_mean_{group}_{key}"] = _hist_mean(values[key][d]) if key in values else None
+                out[f"score_{d}_mean_{group}_{key}"] = hist_mean(values[key][d]) if key in values else None
     return out
 
 

@@ -33,7 +33,7 @@ from ..spec.quality import HeuristicsSpec
 from ..spec.seeds import SampleClean
 from ..spec.vocabulary import HEURISTIC_REASONS
 from ..text import clean as normalize_text
-from .filters import fold_phrase, heuristic_reason, repetition_reason
+from .filters import fold_phrase, heuristic_reason, phrase_pattern, repetition_reason
 
 # Every reason a seed row can be dropped with, in the order the rules run; the seeds stats list them all.
 SEED_CLEAN_REASONS = ("too_short", "boilerplate", *HEURISTIC_REASONS, "duplicate")
@@ -284,13 +284,7 @@ def strip_markup(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def _phrase_pattern() -> re.Pattern[str]:
-    phrases = {fold_phrase(p) for lang in BOILERPLATE_PHRASES.values() for p in lang}
-    parts = []
-    for p in sorted(phrases, key=len, reverse=True):
-        head = r"(?<!\w)" if _WORD.match(p[0]) else ""
-        tail = r"(?!\w)" if _WORD.match(p[-1]) else ""
-        parts.append(head + re.escape(p) + tail)
-    return re.compile("|".join(parts))
+    return phrase_pattern(tuple(sorted({fold_phrase(p) for lang in BOILERPLATE_PHRASES.values() for p in lang})))
 
 
 def is_navigation(line: str) -> bool:

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 from .. import storage
+from ..spec.judge import DIMENSIONS, SCORE_MAX
 from .contract import RunContext, StageResult, result
 
 NAME = "judge"
@@ -86,7 +87,6 @@ def judge_table(run: RunContext, table: Any, *, budget_entry: str | None, label:
     from ..judge import JUDGE_COLUMNS, Judge, row_columns, words
     from ..prompts import environment
     from ..quality.filters import refusal_phrases, reject_reason, text_hash, word_count
-    from ..spec.judge import DIMENSIONS
 
     spec, cfg = run.spec, run.spec.judge
     env = environment(spec.template_dir)
@@ -163,7 +163,7 @@ def judge_table(run: RunContext, table: Any, *, budget_entry: str | None, label:
     judged_table = pa.Table.from_pylist(out_rows, schema=schema)
     assert [r["prompt_id"] for r in out_rows] == [r["prompt_id"] for r in rows] and set(JUDGE_COLUMNS) <= set(schema.names)
     stats = judge_stats(out_rows, spent, wall_s=time.perf_counter() - started, stopped=stopped,
-                        dimensions=DIMENSIONS, thresholds=dict(cfg.thresholds))
+                        thresholds=dict(cfg.thresholds))
     return judged_table, {**stats, "model_info": model_info}
 
 
@@ -182,20 +182,20 @@ def _write_budget(entry: str, spent: dict[str, int], rows: int, done: bool = Fal
 
 
 def judge_stats(rows: list[dict[str, Any]], spent: dict[str, int], *, wall_s: float, stopped: list[str],
-                dimensions: tuple[str, ...], thresholds: dict[str, float]) -> dict[str, Any]:
+                thresholds: dict[str, float]) -> dict[str, Any]:
     """What the run metrics merge: counts, reasons, tokens, histograms and per-group score sums."""
     import json
 
     scored = [r for r in rows if r["judge_status"] == "scored"]
     reasons = Counter(_reason_kind(r["judge_error"]) for r in rows if r["judge_status"] != "scored")
-    hist = {d: [sum(1 for r in scored if r[f"score_{d}"] == v) for v in range(6)] for d in dimensions}
+    hist = {d: [sum(1 for r in scored if r[f"score_{d}"] == v) for v in range(SCORE_MAX + 1)] for d in DIMENSIONS}
     below = {d: sum(1 for r in scored if r[f"score_{d}"] < t) for d, t in thresholds.items()}
     groups: dict[str, dict[str, dict[str, Any]]] = {"format": {}, "audience": {}}
     for r in scored:
         for g in groups:
-            slot = groups[g].setdefault(r.get(g) or "", {"n": 0, **{d: 0 for d in dimensions}})
+            slot = groups[g].setdefault(r.get(g) or "", {"n": 0, **{d: 0 for d in DIMENSIONS}})
             slot["n"] += 1
-            for d in dimensions:
+            for d in DIMENSIONS:
                 slot[d] += r[f"score_{d}"]
     rounds = sum(max(0, len(json.loads(r["judge_rounds"] or "[]")) - 1) for r in rows)
     return {"enabled": True, "input": len(rows), "scored": len(scored), "unscored": len(rows) - len(scored),

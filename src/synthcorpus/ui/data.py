@@ -397,6 +397,7 @@ def judge(lineage: dict[str, Any], scores: dict[str, Any] | None) -> dict[str, A
     """The LLM judge of the run (spec ``judge``): its model, documents scored / unscored (why) / refined,
     its tokens, and from the gate's merged profile the 0-5 histogram and mean of each rubric dimension and
     the mean overall score per format and audience. None when the judge is off."""
+    from ..quality.release import hist_mean
     from ..spec.judge import DIMENSIONS
 
     block = lineage.get("judge")
@@ -404,16 +405,12 @@ def judge(lineage: dict[str, Any], scores: dict[str, Any] | None) -> dict[str, A
         return None
     out = {**block, "histogram": {}, "means": {}, "mean_by": {}}
     if scores:
-        def mean(hist: list[int]) -> float | None:
-            n = sum(hist)
-            return round(sum(v * c for v, c in enumerate(hist)) / n, 2) if n else None
-
         out["histogram"] = {d: scores["hist"][d] for d in DIMENSIONS}
-        out["means"] = {d: mean(scores["hist"][d]) for d in DIMENSIONS}
+        out["means"] = {d: hist_mean(scores["hist"][d]) for d in DIMENSIONS}
         for group, values in (scores.get("by") or {}).items():
             per = {}
             for key, hists in sorted(values.items()):
-                dims = [mean(hists[d]) for d in DIMENSIONS]
+                dims = [hist_mean(hists[d]) for d in DIMENSIONS]
                 if all(m is not None for m in dims):
                     per[key] = round(sum(dims) / len(dims), 2)
             out["mean_by"][group] = per
