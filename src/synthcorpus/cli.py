@@ -13,10 +13,13 @@ from .spec import SpecError, load_spec
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from .stages.preflight import check as preflight
+
     status = 0
     for path in args.specs:
         try:
             spec = load_spec(path)
+            preflight(spec)  # open every file, render every template, resolve the engines and the storage
         except SpecError as exc:
             status = 2
             print(f"{len(exc.problems)} problem(s) in {path}:", file=sys.stderr)
@@ -137,6 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not explained(exc):
+            raise  # a bug: its traceback is what a report needs
+        # An error of this project names the file, the field and what was expected (the gate's failure comes
+        # after its own table): a traceback would only bury it.
+        first, *rest = str(exc).splitlines() or [""]
+        print("\n".join([f"synthcorpus {args.command}: {type(exc).__name__}: {first}", *rest]), file=sys.stderr)
+        return 1
+
+
+def explained(exc: BaseException) -> bool:
+    """Whether an error is one of this project's own (defined in the synthcorpus package), whose message
+    explains it: shown without a traceback."""
+    return any(cls.__module__.split(".")[0] == "synthcorpus" for cls in type(exc).__mro__ if cls is not object)
 
 
 def entry() -> None:

@@ -74,7 +74,8 @@ def render(env: Any, template: Template, variables: dict[str, Any]) -> str:
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{template.path}: line {exc.lineno}: expected valid Jinja ({exc.message})") from None
     except (jinja2.UndefinedError, KeyError, TypeError) as exc:
-        raise TemplateError(f"{template.path}: rendering failed, {exc} (variables given: {sorted(variables)})") from None
+        raise TemplateError(f"{template.path}: expected the template to render with the variables given "
+                            f"({', '.join(sorted(variables))}): {exc}") from None
     text = text.strip()
     if not text:
         raise TemplateError(f"{template.path}: expected a non-empty prompt, template rendered to nothing")
@@ -144,6 +145,14 @@ class PromptCandidate:
     variables: dict[str, Any]
 
 
+def prompt_variables(seed: dict[str, Any], topic: str | None, audience: str, style_index: int,
+                     language: str) -> dict[str, Any]:
+    """What a format template is rendered with (``extract`` is truncated when rendered)."""
+    return {"extract": seed["text"], "seed_kind": seed["kind"], "topic": topic, "subject": seed.get("subject"),
+            "course": seed.get("course"), "unit": seed.get("unit"), "audience": audience,
+            "style_index": style_index, "language": language}
+
+
 class PromptMatrix:
     """The prompt plan of a spec over its seeds and topics, enumerated lazily from the first item."""
 
@@ -191,17 +200,8 @@ class PromptMatrix:
             style_index = cue_counter.get((item.format, item.language), 0)
             cue_counter[(item.format, item.language)] = style_index + 1
             template = self.templates[(item.language, item.format)]
-            variables = {
-                "extract": seed["text"],  # truncated when rendered
-                "seed_kind": seed["kind"],
-                "topic": topic["label"] if topic_in_prompt else None,
-                "subject": seed.get("subject"),
-                "course": seed.get("course"),
-                "unit": seed.get("unit"),
-                "audience": item.audience,
-                "style_index": style_index,
-                "language": item.language,
-            }
+            variables = prompt_variables(seed, topic["label"] if topic_in_prompt else None, item.audience, style_index,
+                                         item.language)
             inputs = {
                 "seed_id": seed["seed_id"], "topic_id": item.topic_id, "topic_in_prompt": topic_in_prompt,
                 "format": item.format, "audience": item.audience, "language": item.language,

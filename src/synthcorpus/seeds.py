@@ -206,6 +206,55 @@ def read_source(source: SampleSource, uri: str, field: str, cleaner: Cleaner | N
     return result
 
 
+PEEK_BYTES = 1 << 20  # what the preflight reads of a JSONL seed file: its first MiB (whole lines)
+PEEK_ROWS = 1000
+
+
+def peek_source(source: SampleSource, uri: str, field: str) -> int:
+    """Check a source before anything is generated, cheaply: it exists, its format is what the spec says (or can
+    be told), and its first rows parse with a string ``text_column`` (the first MiB of a JSONL file, the first
+    rows of the first Parquet or Arrow file). Returns the number of rows read; raises :class:`SeedError`
+    naming the file, the spec field and what was expected. The seeds stage reads (and checks) every row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    loc = _Location.open(uri, field)
+    fmt = _resolve_format(loc, source.format, field)
+    if fmt == "jsonl":
+        try:
+            with loc.fs.open(loc.path, "rb") as fh:
+                data = fh.read(PEEK_BYTES + 1)
+        except OSError as exc:
+            raise SeedError(f"{loc.display}: {field}.path: expected a readable JSONL file ({exc})") from None
+        cut = data.rfind(b"\n", 0, PEEK_BYTES)
+        if len(data) > PEEK_BYTES and cut >= 0:  # whole lines only: the last one may be cut
+            data = data[: cut + 1]
+        elif len(data) > PEEK_BYTES:  # one line longer than the peek: read the file
+            data = read_location(loc, "JSONL file", field)
+        return len(_jsonl_column(data, loc.display, source.text_column, field))
+    if fmt == "hf":
+        return len(_read_hf(loc, source.text_column, field, first_file_only=True)[0])
+    path = loc.path
+    if loc.isdir:
+        path = next(p for p in loc.files() if p.lower().endswith(PARQUET_SUFFIXES))
+    where = loc.child_display(path)
+    try:
+        with loc.fs.open(path, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            names = pf.schema_arrow.names
+            if source.text_column not in names:
+                raise SeedError(f"{where}: {field}.text_column: expected a column {source.text_column!r}, "
+                                f"columns present: {names}")
+            batch = next(pf.iter_batches(batch_size=PEEK_ROWS, columns=[source.text_column]), None)
+    except SeedError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise SeedError(f"{where}: {field}.path: expected a readable Parquet file ({exc})") from None
+    if batch is None:
+        return 0
+    return len(_string_column(pa.chunked_array([batch.column(0)]), where, field, source.text_column))
+
+
 @dataclass
 class _Location:
     uri: str
@@ -351,7 +400,7 @@ def _read_parquet_dir(loc: _Location, text_column: str, field: str) -> tuple[pa.
     return pa.chunked_array([c for chunk in chunks for c in chunk.chunks], type=pa.large_string()), len(files)
 
 
-def _read_hf(loc: _Location, text_column: str, field: str) -> tuple[pa.ChunkedArray, int]:
+def _read_hf(loc: _Location, text_column: str, field: str, first_file_only: bool = False) -> tuple[pa.ChunkedArray, int]:
     import pyarrow as pa
 
     state_path = posixpath.join(loc.path, "state.json")
@@ -367,7 +416,7 @@ def _read_hf(loc: _Location, text_column: str, field: str) -> tuple[pa.ChunkedAr
     if not data_files:
         raise SeedError(f"{where}: {field}.path: expected at least one data file in _data_files")
     chunks: list[pa.Array] = []
-    for name in data_files:
+    for name in data_files[:1] if first_file_only else data_files:
         path = posixpath.join(loc.path, name)
         fwhere = loc.child_display(path)
         try:
@@ -432,11 +481,14 @@ def read_location(loc: _Location, what: str, field: str, error: type[SeedError] 
 
 
 def _read_jsonl(loc: _Location, text_column: str, field: str) -> pa.ChunkedArray:
+    return _jsonl_column(read_location(loc, "JSONL file", field), loc.display, text_column, field)
+
+
+def _jsonl_column(data: bytes, where: str, text_column: str, field: str) -> pa.ChunkedArray:
     import pyarrow as pa
 
-    where = loc.display
     values: list[str | None] = []
-    for lineno, obj in jsonl_objects(read_location(loc, "JSONL file", field), where, field):
+    for lineno, obj in jsonl_objects(data, where, field):
         if text_column not in obj:
             raise SeedError(
                 f"{where}: {field}.text_column: line {lineno}: expected a key {text_column!r}, keys present: "

@@ -66,8 +66,9 @@ def test_shipped_specs_parse_fast_without_heavy_imports(tmp_path):
                             "minhash_signatures", "near_dedup", "decontaminate", "top_up",
                             "validate_shard", "quality_gate", "publish", "summary"])
     assert tasks == sorted(s.name for s in TABLE)
+    # What makes parsing slow is importing something heavy; its time (well under 1 s, ARCHITECTURE principle 7)
+    # is measured by `python benchmarks/run.py dag_parse`, not asserted here: a busy machine would fail it.
     assert result["heavy"] == [], f"imported at parse time: {result['heavy']}"
-    assert result["parse_s"] < 1.0, f"parsing all DAG files took {result['parse_s']:.2f}s"
 
 
 def test_broken_spec_is_one_import_error_and_others_still_load(tmp_path):
@@ -82,6 +83,18 @@ def test_broken_spec_is_one_import_error_and_others_still_load(tmp_path):
     assert path.endswith("synthcorpus_spec_errors.py")
     assert f"{corpora / 'bad_one.yaml'}: generation.temperature: expected less than or equal to 2" in message
     assert "good_one" not in message
+
+
+def test_an_invalid_schedule_is_an_import_error_naming_the_spec_file_and_the_field(tmp_path):
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    write_spec(corpora, tiny_spec_dict(name="weekly", schedule="0 3 * * 1"))
+    write_spec(corpora, tiny_spec_dict(name="typo", schedule="0 3 * * 8"))
+    result = parse_dags(tmp_path, corpora)
+    assert sorted(result["dags"]) == ["synthcorpus_release_consumer", "synthcorpus_weekly"]
+    (message,) = result["errors"].values()
+    assert f"{corpora / 'typo.yaml'}: schedule: expected a cron expression of 5 fields" in message
+    assert "day of week '8' is out of range 0-7" in message
 
 
 def test_duplicate_corpus_names_are_reported(tmp_path):

@@ -38,3 +38,19 @@ def test_cli_run_publishes_and_resumes(tmp_path):
     assert "is committed already" in again.stderr
     assert generated == {p: p.stat().st_mtime_ns for p in (run / "generate").glob("*.parquet")}
     assert again.stdout == first.stdout
+
+
+def test_cli_run_shows_a_failed_gate_without_a_traceback(tmp_path):
+    """A gate that cannot pass (50 documents required of 2): the gate's table, then one summary line naming
+    the error, no traceback, exit 1; and nothing is published."""
+    spec = write_spec(tmp_path, tiny_spec_dict(name="gatefail", documents=2, **{
+        "generation.max_tokens": 16, "generation.shard_size": 2, "quality.min_documents": 50}))
+    env = {**os.environ, "SYNTHCORPUS_STORAGE_URI": (tmp_path / "storage").as_uri()}
+    proc = subprocess.run([BIN / "synthcorpus", "run", str(spec), "--run-id", "g1"], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    summary = [line for line in proc.stderr.splitlines() if line.startswith("synthcorpus run: ")]
+    assert summary == ["synthcorpus run: GateFailed: quality gate failed: 1 expectation(s) not met"], proc.stderr[-3000:]
+    assert "documents  >= 50     2         FAILED" in proc.stderr  # the gate's own table
+    assert not (tmp_path / "storage" / "gatefail" / "latest.json").exists()

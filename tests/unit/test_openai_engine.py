@@ -337,7 +337,7 @@ def test_resolution_precedence():
     # a connection without host falls through to $OPENAI_BASE_URL
     connection.host = None
     assert resolve_endpoint({"conn_id": "c"}, get_connection=get, environ=env)[0] == "http://env-host:1234/v1"
-    with pytest.raises(EngineError, match="no server URL"):
+    with pytest.raises(EngineError, match="expected a server URL"):
         resolve_endpoint({}, get_connection=get, environ={})
 
 

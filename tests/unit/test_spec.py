@@ -28,7 +28,7 @@ def test_spec_hash_is_stable_and_sensitive(tmp_path):
 
 BAD_SPECS = [
     # (overrides or replacement, field, fragment of the expectation)
-    ({"name": "Bad Name!"}, "name", "should match pattern"),
+    ({"name": "Bad Name!"}, "name", "expected a string matching pattern"),
     ({"documents": 0}, "documents", "greater than or equal to 1"),
     ({"documents": "many"}, "documents", "valid integer"),
     ({"prompts.formats": ["textbook", "limerick"]}, "prompts.formats[1]",
@@ -80,7 +80,7 @@ BAD_SPECS = [
     ({"tasks.retries": -1}, "tasks.retries", "greater than or equal to 0"),
     ({"tasks.timeout_s": 0}, "tasks.timeout_s", "greater than 0"),
     ({"tasks.retires": 3}, "tasks.retires", "unknown field"),
-    ({"generation.pool": "my pool!"}, "generation.pool", "should match pattern"),
+    ({"generation.pool": "my pool!"}, "generation.pool", "expected a string matching pattern"),
 ]
 
 

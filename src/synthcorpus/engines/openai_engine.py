@@ -186,7 +186,7 @@ def resolve_endpoint(
         base_url = env.get("OPENAI_BASE_URL") or None
     if base_url is None:
         raise EngineError(
-            "generation.openai: no server URL; set generation.openai.base_url, generation.openai.conn_id "
+            "generation.openai: expected a server URL: set generation.openai.base_url, generation.openai.conn_id "
             "(an Airflow connection whose host is the URL) or the environment variable OPENAI_BASE_URL"
         )
     return normalize_base_url(base_url), key

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import posixpath
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -108,6 +109,8 @@ def _load_one(config: Mapping[str, Any], field: str) -> list[ReferenceSet]:
         raise DecontamError(f"{field}.path: expected a non-empty string, got {path!r}")
     name = config.get("name")
     bench_col = config.get("benchmark_column")
+    if name is None:  # the spec's documented default: the file name (demo_benchmark.jsonl -> demo_benchmark)
+        name = posixpath.splitext(posixpath.basename(path.rstrip("/")))[0]
     if not (isinstance(name, str) and name) and not bench_col:
         raise DecontamError(f"{path}: {field}.name: expected a non-empty string, got {name!r}")
     text_columns = config.get("text_columns", ["text"])

@@ -18,6 +18,7 @@ from .judge import JudgeSpec
 from .prompts import PromptsSpec
 from .quality import QualitySpec
 from .refresh import RefreshSpec
+from .schedule import schedule_problem
 from .seeds import SeedsSpec
 from .tasks import MIN_GENERATE_TIMEOUT_S, TasksSpec
 from .topics import TopicsSpec
@@ -91,6 +92,13 @@ class CorpusSpec(_Strict):
     publish: PublishSpec = PublishSpec()
     tasks: TasksSpec = TasksSpec()
     refresh: RefreshSpec = RefreshSpec()
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None and (problem := schedule_problem(value)):
+            raise ValueError(problem)
+        return value
 
     # Set by load_spec, not by the YAML.
     source_path: Path | None = Field(default=None, exclude=True)

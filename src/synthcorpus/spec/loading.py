@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,14 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "extra_forbidden":
-        return "unknown field (check the spelling; see CorpusSpec in src/synthcorpus/spec/)"
+        return "unknown field: expected one of the section's fields (check the spelling; see CorpusSpec in src/synthcorpus/spec/)"
     if kind in ("literal_error", "enum"):
         msg = msg.replace("Input should be", "expected one of")
-    else:
-        msg = msg.replace("Input should be", "expected")
+    else:  # pydantic's "Input should be ...", "String should match pattern ...", "List should have at least ..."
+        msg = msg.replace("String should match pattern", "expected a string matching pattern")
+        msg = re.sub(r"^(Input|String|List|Value|Dictionary|Tuple|Set|Decimal|Number) should (be )?", "expected ", msg)
+    if "expected" not in msg:
+        msg = f"expected a valid value: {msg}"
     return f"{msg} (got {err.get('input')!r})"
 
 

@@ -4,7 +4,8 @@ Reads ``latest.json``, the latest version's manifest and its published-documents
 corpus has no version yet, ``refresh.incremental`` is false, or the DAG param ``full_rebuild`` is set);
 writes ``history/base.json``: the base version, its rows and data files, the index segments that hold
 every published document, the plan cursor the next prompts start from, the yield measured so far and the
-prompts to retry. Everything a refresh relies on is checked here, before any generation is paid for: a
+prompts to retry. First, the preflight (``stages.preflight``) checks the spec's files, templates, engines
+and storage. Everything a refresh relies on is checked here, before any generation is paid for: a
 corrupted manifest, a missing data file or an unreadable index stops the run with one error naming the
 file. Committed once per run, so re-runs and retries keep the base they started from (``publish`` refuses
 if ``latest`` moved meanwhile).
@@ -38,7 +39,9 @@ def full_rebuild(run: RunContext) -> bool:
 
 def run(run: RunContext, shard: int | None = None) -> StageResult:
     from ..publish import check_files, read_manifest
+    from .preflight import check
 
+    check(run.spec)  # the run's first task: every file opened, every template rendered, before compute is spent
     layout = run.layout
     base: dict[str, Any] = {"version": None, "manifest": None, "rows": 0, "files": [], "segments": [],
                             "prompt_plan": None, "yield": None, "retry": None, "full_rebuild": full_rebuild(run)}

@@ -76,23 +76,16 @@ def judge_engine(run: RunContext) -> tuple[Any, bool]:
     return load_engine(config), True
 
 
-def judge_table(run: RunContext, table: Any, *, budget_entry: str | None, label: str, engine: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Judge (and refine) every row of a filtered table: the table with the judge columns, and stats."""
-    import time
-
-    import pyarrow as pa
-
-    from ..engines import SamplingParams
-    from ..generation import budget_reached, read_budget
-    from ..judge import JUDGE_COLUMNS, Judge, row_columns, words
+def renderers(spec: Any) -> tuple[Any, Any]:
+    """(render_judge(row, text), render_rewrite(row, text, verdict)): the judge's and the rewriter's prompts,
+    from ``<template_dir>/<language>/judge.j2`` and ``rewrite.j2`` (checked before generation by the preflight)."""
+    from ..judge import words
     from ..prompts import environment
-    from ..quality.filters import refusal_phrases, reject_reason, text_hash, word_count
 
-    spec, cfg = run.spec, run.spec.judge
+    cfg = spec.judge
     env = environment(spec.template_dir)
     templates = {(lang, name): env.get_template(f"{lang}/{name}.j2") for lang in spec.prompts.languages
                  for name in ("judge", "rewrite")}
-    phrases = refusal_phrases(spec.quality)
 
     def variables(row: dict[str, Any], text: str) -> dict[str, Any]:
         return {"document": words(text, cfg.document_words), "request": words(row.get("prompt") or "", cfg.request_words),
@@ -105,6 +98,24 @@ def judge_table(run: RunContext, table: Any, *, budget_entry: str | None, label:
     def render_rewrite(row: dict[str, Any], text: str, verdict: Any) -> str:
         return templates[(row["language"], "rewrite")].render(**variables(row, text), critique=verdict.critique or "",
                                                               scores=verdict.scores or {}).strip()
+
+    return render_judge, render_rewrite
+
+
+def judge_table(run: RunContext, table: Any, *, budget_entry: str | None, label: str, engine: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Judge (and refine) every row of a filtered table: the table with the judge columns, and stats."""
+    import time
+
+    import pyarrow as pa
+
+    from ..engines import SamplingParams
+    from ..generation import budget_reached, read_budget
+    from ..judge import JUDGE_COLUMNS, Judge, row_columns
+    from ..quality.filters import refusal_phrases, reject_reason, text_hash, word_count
+
+    spec, cfg = run.spec, run.spec.judge
+    render_judge, render_rewrite = renderers(spec)
+    phrases = refusal_phrases(spec.quality)
 
     def check(row: dict[str, Any], text: str) -> str | None:
         return reject_reason({"text": text, "language": row.get("language")}, spec.quality, phrases)
