@@ -32,7 +32,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from .. import storage
+from .. import faults, storage
 from ..layout import RunLayout, sanitize_run_id
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def read_marker(uri: str) -> dict[str, Any] | None:
 
 def commit_once(marker_uri: str, produce: Callable[[], StageResult],
                 fingerprint: Callable[[], dict[str, Any]] | None = None, *,
-                on_change: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
+                on_change: Callable[[list[str]], None] | None = None, run_id: str | None = None) -> dict[str, Any]:
     """The completion protocol: return the committed marker if there is one (and the outputs it names
     exist, and it was committed with the same fingerprint); else produce the result, commit its marker
     (last: until then the stage or shard does not exist), then delete its temporary files.
@@ -136,6 +136,7 @@ def commit_once(marker_uri: str, produce: Callable[[], StageResult],
     gate commits validate_shard). None, or a committed marker without one (written before fingerprints, or
     by a Kubernetes pod, which has no run context): the commit alone decides, as it always did.
     ``on_change(changes)`` runs before a committed stage runs again for changed inputs; it may refuse (raise).
+    ``run_id``: for the fault point ``<stage>:before_commit`` (work stored, marker not written; synthcorpus.faults).
     """
     current = fingerprint() if fingerprint is not None else None
     done = read_marker(marker_uri)
@@ -153,6 +154,7 @@ def commit_once(marker_uri: str, produce: Callable[[], StageResult],
             if on_change is not None:
                 on_change(changes)
     result = produce()
+    faults.point(f"{result.stage}:before_commit", run_id)
     marker = {**result.to_dict(), "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if fingerprint is not None:
         marker["fingerprint"] = fingerprint()
@@ -279,7 +281,7 @@ def execute(run: RunContext, stage: str, shard: int | None = None) -> dict[str, 
     files = stage_files(run, stage, shard)  # hashed once: the marker's fingerprint reuses them
     return commit_once(run.layout.marker(stage, shard), lambda: entry.run(run, shard),
                        lambda: fingerprint(run, stage, shard, files=files),
-                       on_change=lambda changes: _refuse_guarded(run, stage, shard, changes))
+                       on_change=lambda changes: _refuse_guarded(run, stage, shard, changes), run_id=run.run_id)
 
 
 def _refuse_guarded(run: RunContext, stage: str, shard: int | None, changes: list[str]) -> None:
