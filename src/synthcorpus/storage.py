@@ -3,15 +3,22 @@
 Writes are atomic: local files are written to a temporary name and renamed; object stores get a
 single PUT, which is atomic by construction. Which paths exist is the run layout's business
 (``synthcorpus.layout``); when a stage is done is the stage contract's (``synthcorpus.stages.contract``).
+
+Conditional writes (compare-and-swap) for a pointer several processes may switch at once
+(``latest.json``): :func:`read_with_token` returns a file's content with a token naming that content,
+:func:`write_if` replaces the file only if it still holds what the token names (token None: only if the
+file does not exist yet). See :func:`write_if` for how each backend makes that atomic.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
+import threading
 import uuid
 from typing import Any
 from urllib.parse import unquote
@@ -296,3 +303,177 @@ def _copy_then_rename(src: str, dst: str) -> None:
     tmp = f"{dst}.tmp-{uuid.uuid4().hex[:8]}"
     shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+
+
+# ------------------------------------------------------------------------------------------ conditional writes
+
+
+def read_with_token(uri: str) -> tuple[bytes | None, str | None]:
+    """A file's content and a token naming that content, for :func:`write_if`; ``(None, None)`` if the
+    file does not exist. The token is opaque: the S3 ETag on s3://, ``sha256:<hex>`` of the content on
+    local and in-memory files."""
+    fs, path = _fs(uri)
+    try:
+        if _is_s3(fs):
+            return _s3_read_with_token(fs, path)
+        if _is_local(fs):
+            try:
+                with open(path, "rb") as fh:  # os.replace is atomic: the old or the new file, whole
+                    data = fh.read()
+            except FileNotFoundError:
+                return None, None
+            return data, _content_token(data)
+        if _is_memory(fs):
+            with _MEMORY_CAS:
+                if not fs.exists(path):
+                    return None, None
+                data = fs.cat_file(path)
+            return data, _content_token(data)
+    except OSError as exc:
+        raise StorageError(f"{uri}: read failed ({exc})") from exc
+    raise StorageError(f"{uri}: conditional writes are not supported on {fs.protocol} (file://, s3:// and "
+                       "memory:// are)")
+
+
+def write_if(uri: str, data: bytes, token: str | None) -> bool:
+    """Write ``data`` at ``uri`` only if the file still holds the content ``token`` names (a token from
+    :func:`read_with_token`), or, with ``token=None``, only if it does not exist. True if written, False if
+    the precondition failed (someone else wrote meanwhile: read again and decide again); any other failure
+    raises :class:`StorageError` naming the URI. Every writer of such a file must use this function.
+
+    * ``s3://``: one PutObject with ``If-Match: <etag>`` (``If-None-Match: *`` for token None); the server
+      compares and writes atomically, 412 PreconditionFailed (or 409 ConditionalRequestConflict, a
+      concurrent conditional write on the same key) is a failed precondition. Needs a server that
+      enforces conditional writes (AWS S3 since 2024; SeaweedFS, checked by tests/integration/test_s3_cas.py).
+    * local files: the new content goes to a temporary file beside the target, fully written and
+      fsynced; then, holding an exclusive ``flock`` on the sibling ``<name>.lock`` (created once, never
+      deleted, so every writer locks the same inode), the current content is read and compared with the
+      token, and only if it matches is the temporary file ``os.replace``-d over the target (and the
+      directory fsynced). It is atomic between processes because every writer compares and replaces
+      under the same exclusive lock, so no write can land between another writer's compare and its
+      replace; readers need no lock, as ``os.replace`` swaps the whole file in one step (they see the
+      old or the new content, never a mix). The lock is released when its descriptor closes, also when
+      the process dies. The token is the content's sha256, so this is a compare of values: a file
+      rewritten with the same bytes counts as unchanged (harmless for a pointer). ``flock`` is advisory
+      and local: the storage must be a local filesystem (NFS and other network filesystems are not
+      supported for this); writers that bypass :func:`write_if` are not serialised.
+    * ``memory://`` (tests, previews): the store lives in this process; a process-wide lock makes the
+      compare and the write one step.
+    """
+    fs, path = _fs(uri)
+    if _is_s3(fs):
+        return _s3_write_if(fs, uri, path, data, token)
+    try:
+        if _is_local(fs):
+            return _local_write_if(path, data, token)
+        if _is_memory(fs):
+            with _MEMORY_CAS:
+                current = fs.cat_file(path) if fs.exists(path) else None
+                if (None if current is None else _content_token(current)) != token:
+                    return False
+                fs.pipe_file(path, data)
+                return True
+    except OSError as exc:
+        raise StorageError(f"{uri}: conditional write failed ({exc})") from exc
+    raise StorageError(f"{uri}: conditional writes are not supported on {fs.protocol} (file://, s3:// and "
+                       "memory:// are)")
+
+
+_MEMORY_CAS = threading.Lock()
+_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
+
+
+def _content_token(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return ("s3" in protocol or "s3a" in protocol) and hasattr(fs, "_call_s3")
+
+
+def _is_memory(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "memory" in protocol
+
+
+def _local_write_if(path: str, data: bytes, token: str | None) -> bool:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp: str | None = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as fh:  # written and fsynced before the lock is taken: the lock is held briefly
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        import fcntl
+
+        lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(path, "rb") as fh:
+                    current: str | None = _content_token(fh.read())
+            except FileNotFoundError:
+                current = None
+            if current != token:
+                return False
+            os.replace(tmp, path)
+            tmp = None
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # the rename itself survives a crash
+            finally:
+                os.close(dir_fd)
+            return True
+        finally:
+            os.close(lock)  # releases the flock
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _s3_read_with_token(fs: Any, path: str) -> tuple[bytes | None, str | None]:
+    from fsspec.asyn import sync
+
+    bucket, key, _ = fs.split_path(path)
+
+    async def get() -> tuple[bytes, str]:
+        resp = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+        try:
+            return await resp["Body"].read(), resp["ETag"]
+        finally:
+            resp["Body"].close()
+
+    try:
+        return sync(fs.loop, get)  # content and ETag from one GET: the token names what was read
+    except FileNotFoundError:
+        return None, None
+
+
+def _s3_write_if(fs: Any, uri: str, path: str, data: bytes, token: str | None) -> bool:
+    bucket, key, _ = fs.split_path(path)
+    condition = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
+    try:
+        fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+    except Exception as exc:  # s3fs turns botocore's ClientError into OSError subclasses (the cause kept)
+        if _precondition_failed(exc):
+            return False
+        raise StorageError(f"{uri}: conditional write failed ({exc})") from exc
+    finally:
+        fs.invalidate_cache(path)
+    return True
+
+
+def _precondition_failed(exc: BaseException | None) -> bool:
+    """Whether an S3 error (or what it was translated from) is a failed write condition."""
+    seen = 0
+    while exc is not None and seen < 5:
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            code = (response.get("Error") or {}).get("Code")
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if code in _PRECONDITION_CODES or status == 412:
+                return True
+        exc, seen = exc.__cause__, seen + 1
+    return False

@@ -12,6 +12,12 @@ retry), ``README.md`` (dataset card), ``lineage.json``, then ``manifest.json`` (
 marker), then ``latest.json``. A reader that starts from ``latest.json`` or from a manifest never sees a
 half-written version; a crash before the manifest leaves files that no pointer references. Re-running a
 committed publish is a no-op, so an old run never moves ``latest`` back.
+
+``latest.json`` is switched with a conditional write (``storage.write_if``: If-Match on S3, a locked
+compare-and-swap on local files), so two runs of one corpus publishing at once cannot both win: the pointer
+moves only from the version it was read as (the run's base, or nothing for a first version) to this one,
+and only if it still is that version; otherwise it is read again and the decision made again. It never
+moves back, and never names a version whose manifest is not stored.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from .. import storage
+from .. import faults, storage
 from .contract import RunContext, StageResult, result, results
 
 NAME = "publish"
@@ -50,11 +56,13 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
         raise PublishError(f"{report_uri}: expected a quality gate report; run the gate before publishing")
     gate = storage.read_json(gate_marker["outputs"]["report"])
     manifest_uri = layout.manifest
-    newer = None
-    if storage.exists(manifest_uri):  # an earlier attempt stopped after the manifest, before its marker
+    resumed = storage.exists(manifest_uri)
+    if resumed:  # an earlier attempt stopped after the manifest, before its marker
         manifest = storage.read_json(manifest_uri)
         log.info("version %s is published already: not rewriting it", run.version)
-        newer = _newer_latest(layout.latest, manifest)
+        history = result(run, "history", required=False)
+        base = (storage.read_json(history["outputs"]["base"]) if history
+                else {"version": manifest.get("base_version"), "full_rebuild": False})
     else:
         approval = approval_check(run)  # publish.approval.required: only an approved gate report is published
         base = history_base(run)
@@ -87,6 +95,7 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
             files.append({"path": rel, "rows": writer.rows, "bytes": size, "sha256": digest, "version": run.version})
         # Earlier versions' files, referenced where they are (each entry names the version that holds it).
         inherited = [{**f, "version": f.get("version") or base["version"]} for f in base["files"]]
+        faults.point("publish:after_data", run.run_id)  # data files stored, nothing references them yet
         segment = write_index_segment(run, gate["documents"])
         retry = write_retry(run, base, gate["documents"])
         lineage = write_run_lineage(run, gate)
@@ -116,9 +125,9 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     stats = {"rows": manifest["rows"], "new_rows": manifest.get("new_rows", manifest["rows"]),
              "base_version": manifest.get("base_version"), "files": len(manifest["files"]), "version": run.version,
              "gate": gate_status}
+    faults.point("publish:after_manifest", run.run_id)  # the version exists; latest.json not switched yet
+    newer = _switch_latest(layout, manifest, base, resumed)
     if newer is None:
-        pointer = {"version": run.version, "manifest": manifest_uri, "uri": layout.version_uri(), "rows": manifest["rows"]}
-        storage.write_json(layout.latest, pointer)
         log.info("published %s rows as %s; latest -> %s", manifest["rows"], layout.version_uri(), run.version)
     else:  # `latest` moved on to a version published after this one: it must not move back
         stats["latest_kept"] = newer
@@ -126,26 +135,108 @@ def run(run: RunContext, shard: int | None = None) -> StageResult:
     return StageResult(NAME, {"version": layout.version_uri(), "manifest": manifest_uri, "latest": layout.latest}, stats)
 
 
-def _newer_latest(latest_uri: str, manifest: dict) -> str | None:
-    """The version ``latest`` points at if it was published after (or in the same second as) the version of
-    ``manifest``, else None."""
-    if not storage.exists(latest_uri):
-        return None
-    pointer = storage.read_json(latest_uri)
-    if pointer["version"] == manifest["version"]:
-        return None
-    current = storage.read_json(pointer["manifest"])
-    return pointer["version"] if current["created_at"] >= manifest["created_at"] else None  # a tie: keep it
+SWITCH_ATTEMPTS = 8  # conditional writes of latest.json lost to another writer before publish gives up
+
+
+def _switch_latest(layout, manifest: dict, base: dict, resumed: bool) -> str | None:
+    """Point ``latest.json`` at this version with a compare-and-swap: read it (with its token), decide
+    (:func:`_decide`), write only if it is unchanged since the read; lost to a concurrent writer: read and
+    decide again. Returns the newer version left in place (re-run of an old publish), else None."""
+    import json
+
+    from ..publish import PublishError
+
+    version = manifest["version"]
+    pointer = {"version": version, "manifest": layout.manifest, "uri": layout.version_uri(), "rows": manifest["rows"]}
+    data = (json.dumps(pointer, indent=2, sort_keys=True, default=str) + "\n").encode()  # as storage.write_json
+    for _ in range(SWITCH_ATTEMPTS):
+        raw, token = storage.read_with_token(layout.latest)
+        current = None if raw is None else _parse_pointer(layout.latest, raw)
+        action, newer = _decide(layout, manifest, base, current, resumed)
+        if action == "done":  # already points here (an earlier attempt's write landed)
+            return None
+        if action == "keep":
+            return newer
+        if not storage.exists(layout.manifest):  # never point at a version that is not stored
+            raise PublishError(f"{layout.manifest}: expected the manifest of version {version} before switching "
+                               f"{layout.latest} to it, found none; latest is left as it is")
+        if storage.write_if(layout.latest, data, token):
+            return None
+        log.info("%s changed while publishing %s: reading it again", layout.latest, version)
+    raise PublishError(f"{layout.latest}: expected to switch it to {version}, but it changed under each of "
+                       f"{SWITCH_ATTEMPTS} conditional writes (other runs publishing); latest is left as it is")
+
+
+def _parse_pointer(latest_uri: str, raw: bytes) -> dict:
+    import json
+
+    from ..publish import PublishError
+
+    try:
+        pointer = json.loads(raw)
+    except ValueError as exc:
+        raise PublishError(f"{latest_uri}: expected JSON with the latest version ({exc})") from None
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
+        raise PublishError(f"{latest_uri}: field 'version': expected the name of the latest version")
+    return pointer
+
+
+def _decide(layout, manifest: dict, base: dict, current: dict | None, resumed: bool) -> tuple[str, str | None]:
+    """What to do with ``latest.json`` holding ``current`` (a pointer, None if there is none) for the version
+    of ``manifest``: ("switch", None), ("done", None) when it points here already, ("keep", newer) when a
+    version published after this one holds it and this is a re-run of a committed publish; raises
+    :class:`PublishError` when switching would publish on top of a version the run did not build on."""
+    from ..publish import PublishError
+
+    version = manifest["version"]
+    found = current["version"] if current else None
+    if found == version:
+        return "done", None
+    if found is None:  # a first version; or latest.json was removed after the manifest was written
+        if base["full_rebuild"] or base["version"] is None or resumed:
+            return "switch", None
+        raise _moved(layout, base, None)
+    if not base["full_rebuild"] and found == base["version"]:
+        return "switch", None
+    newer = _published_after(layout, current, manifest)
+    if newer and resumed:
+        return "keep", found
+    if base["full_rebuild"]:
+        if not newer:  # a full rebuild replaces an older version
+            return "switch", None
+        raise PublishError(
+            f"{layout.latest}: expected the latest version to be published before {version} (a full rebuild replaces "
+            f"older versions), found {found}, published after it: latest is left as it is; start a new run to build "
+            f"on {found}")
+    raise _moved(layout, base, found)
+
+
+def _published_after(layout, pointer: dict, manifest: dict) -> bool:
+    """Whether the version ``pointer`` names was published after (or in the same second as: a tie keeps it)
+    the version of ``manifest``."""
+    from ..publish import PublishError
+
+    uri = pointer.get("manifest") or layout.manifest_of(pointer["version"])
+    try:
+        current = storage.read_json(uri)
+    except FileNotFoundError:
+        raise PublishError(f"{layout.latest}: points at version {pointer['version']}, whose manifest {uri} is "
+                           "missing") from None
+    return current["created_at"] >= manifest["created_at"]
 
 
 def _check_latest_is_base(layout, base: dict) -> None:
     """The run deduplicated against its base version: publishing on top of another would skip that check."""
-    from ..publish import PublishError
-
     current = storage.read_json(layout.latest)["version"] if storage.exists(layout.latest) else None
     if base["full_rebuild"] or current == base["version"]:
         return
-    raise PublishError(
+    raise _moved(layout, base, current)
+
+
+def _moved(layout, base: dict, current: str | None) -> Exception:
+    from ..publish import PublishError
+
+    return PublishError(
         f"{layout.latest}: expected the latest version to be {base['version'] or 'none'} (this run's base, pinned in "
         f"{layout.output('history', 'base')}), found {current}: the run's documents were not deduplicated against "
         f"{current}; start a new run to build on it")
