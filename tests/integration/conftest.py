@@ -37,7 +37,9 @@ def seaweedfs(tmp_path_factory):
         [str(weed), "server", f"-dir={data}", "-s3", f"-s3.port={s3}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
          f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
          # Every bucket is a collection that grows its own volumes: allow many small ones.
-         "-volume.max=100", "-master.volumeSizeLimitMB=64"],
+         "-volume.max=100", "-master.volumeSizeLimitMB=64",
+         # Its Iceberg and Lance listeners default to fixed ports (8181, 9101): a second server would fail to bind.
+         "-s3.port.iceberg=0", "-s3.port.lance=0"],
         stdout=open(data / "weed.log", "wb"), stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{s3}"
@@ -81,6 +83,7 @@ def airflow_stack(tmp_path_factory):
     from synthcorpus.deploy import Stack, drop_database
     from tests.conftest import ROOT, write_spec
     from tests.integration.test_approval import approval_specs
+    from tests.integration.test_faults import faults_spec
     from tests.integration.test_stack import stack_spec
     from tests.integration.test_stack_refresh import refresh_spec
     from tests.integration.test_ui import ui_spec
@@ -93,6 +96,7 @@ def airflow_stack(tmp_path_factory):
     write_spec(corpora, ui_spec())  # the Corpora pages' corpus: its runs are made in-process, its DAG stays paused
     for spec in approval_specs():  # publish.approval.required; paused until their test unpauses them
         write_spec(corpora, spec)
+    write_spec(corpora, faults_spec())  # test_faults.py: SIGKILLs at the fault points of $SYNTHCORPUS_FAULTS_FILE
     tag = f"{os.getpid()}_{random.randint(0, 999_999)}"
     api, worker_log, trigger_log = _ports(3)
     stack = Stack(
@@ -100,7 +104,9 @@ def airflow_stack(tmp_path_factory):
         sql_alchemy_conn=f"postgresql+psycopg2://postgres@127.0.0.1:5432/synthcorpus_test_{tag}",
         api_port=api, worker_log_port=worker_log, trigger_log_port=trigger_log, queue=f"synthcorpus_test_{tag}",
         heartbeat_timeout_s=20,  # a killed worker's task is failed (and retried) after 20 s instead of 5 min
-        env={"SYNTHCORPUS_CORPORA_DIR": str(corpora), "SYNTHCORPUS_STORAGE_URI": (base / "storage").as_uri()},
+        env={"SYNTHCORPUS_CORPORA_DIR": str(corpora), "SYNTHCORPUS_STORAGE_URI": (base / "storage").as_uri(),
+             # synthcorpus.faults: written by test_faults.py; its faults name its run id, no other run meets them
+             "SYNTHCORPUS_FAULTS_FILE": str(base / "faults.json")},
     )
     try:
         stack.up(say=lambda *_: None)
