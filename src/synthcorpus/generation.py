@@ -10,9 +10,13 @@ Generation of one shard is resumable and exactly-once:
 - at the end the parts are assembled into the output shard (atomic); the stage then commits its marker
   and deletes the parts.
 Killing the worker at any moment loses at most the rows generated since the last part, and duplicates
-nothing. Rows that fail validation (empty, truncated, refusal, too short, wrong language, engine error) are
-regenerated with a new seed up to ``max_attempts``; rows that still fail are kept with ``status=failed``
-so that the output holds every prompt id exactly once and nothing is silently lost.
+nothing. Rows that fail validation (empty, truncated, refusal, too short, wrong language, an engine error
+about the prompt) are regenerated with a new seed up to ``max_attempts``; rows that still fail are kept with
+``status=failed`` so that the output holds every prompt id exactly once and nothing is silently lost. A
+*transient* engine failure (the server gave no reply, a 5xx or a malformed reply after the engine's own
+retries: ``EngineError.transient``) is the server's, not the prompt's: it spends no attempt; the shard
+checkpoints what is finished and fails uncommitted, and its retry resumes with the same seeds, so an
+outage changes no generated text.
 
 Run-wide budget (``generation.budget``): every shard keeps its running totals (tokens, GPU seconds, cost,
 rows; all attempts, including those of earlier interrupted attempts) in its own small JSON entry in the
@@ -287,7 +291,11 @@ def generate_shard(input_uri: str, output_uri: str, parts_uri: str, engine: Engi
             gen_started = time.perf_counter()
             results = engine.generate_batch(requests, params)
             gen_s = time.perf_counter() - gen_started
+            outage: list[EngineError] = []
             for (row, attempt, reasons, p_tok, c_tok), req, result in zip(items, requests, results):
+                if isinstance(result, EngineError) and result.transient:
+                    outage.append(result)  # the server's failure, not the prompt's: no attempt spent, see below
+                    continue
                 ok = isinstance(result, Completion)
                 p_tok += result.prompt_tokens if ok else 0
                 c_tok += result.completion_tokens if ok else 0
@@ -316,6 +324,14 @@ def generate_shard(input_uri: str, output_uri: str, parts_uri: str, engine: Engi
                     "run_id": cfg["run_id"],
                 })
                 progress.update(1, result.completion_tokens if ok else 0)
+            if outage:
+                # Keep what is finished (a checkpoint part), then fail the shard without committing it: the task's
+                # retry resumes with the same seeds, so a server outage changes no published text.
+                flush()
+                done_rows = sum(t.num_rows for t in parts)
+                raise EngineError(
+                    f"{label}: {len(outage)} request(s) failed after the engine's retries, e.g. {outage[0]}; "
+                    f"{done_rows} of {len(rows)} rows are checkpointed in {parts_uri}: a retry resumes from them")
             # Own spending against the run-wide total last read: no I/O; the periodic flush reads again.
             if tracker.check() or len(buffer) >= every_rows or time.perf_counter() - last_flush >= every_s:
                 flush()

@@ -41,9 +41,31 @@ def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         raise StorageError(f"{uri}: cannot open storage ({exc}); for s3:// install s3fs") from exc
 
 
+def _storage_failure(exc: BaseException) -> bool:
+    """An I/O failure of the store: an OSError, or an S3 client's own error (botocore's are not OSErrors:
+    an unreachable endpoint is EndpointConnectionError). Told by module, so botocore is never imported here."""
+    if isinstance(exc, OSError):
+        return True
+    return type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "urllib3", "aiohttp")
+
+
+@contextlib.contextmanager
+def _failures(uri: str, what: str) -> Any:
+    """Turn a store's failure into one StorageError naming the URI and the operation (FileNotFoundError
+    passes: callers decide what a missing file means)."""
+    try:
+        yield
+    except (FileNotFoundError, StorageError):
+        raise
+    except Exception as exc:
+        if not _storage_failure(exc):
+            raise
+        raise StorageError(f"{uri}: {what} failed ({type(exc).__name__}: {exc})") from exc
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     fs, path = _fs(uri)
-    try:
+    with _failures(uri, "write"):
         if _is_local(fs):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
@@ -54,30 +76,26 @@ def write_bytes(uri: str, data: bytes) -> None:
             os.replace(tmp, path)
         else:
             fs.pipe_file(path, data)
-    except OSError as exc:
-        raise StorageError(f"{uri}: write failed ({exc})") from exc
 
 
 def read_bytes(uri: str) -> bytes:
     fs, path = _fs(uri)
-    try:
+    with _failures(uri, "read"):
         return fs.cat_file(path)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise StorageError(f"{uri}: read failed ({exc})") from exc
 
 
 def exists(uri: str) -> bool:
     fs, path = _fs(uri)
-    return fs.exists(path)
+    with _failures(uri, "existence check"):
+        return fs.exists(path)
 
 
 def size(uri: str) -> int | None:
     """The size in bytes of a stored file, None if it does not exist."""
     fs, path = _fs(uri)
     try:
-        return int(fs.size(path))
+        with _failures(uri, "size"):
+            return int(fs.size(path))
     except FileNotFoundError:
         return None
 
@@ -101,13 +119,12 @@ def list_files(uri: str) -> list[str]:
     """Every file under a prefix, as full URIs, sorted (never from a stale listings cache)."""
     fs, path = _fs(uri)
     fs.invalidate_cache(path)
-    if not fs.exists(path):
-        return []
+    with _failures(uri, "listing"):
+        if not fs.exists(path):
+            return []
+        found = sorted(fs.find(path))
     proto = uri.split("://", 1)[0] if "://" in uri else "file"
-    out = []
-    for p in sorted(fs.find(path)):
-        out.append(f"{proto}://{p}" if proto != "file" else "file://" + p)
-    return out
+    return [f"{proto}://{p}" if proto != "file" else "file://" + p for p in found]
 
 
 def list_names(uri: str) -> list[str]:
@@ -116,11 +133,10 @@ def list_names(uri: str) -> list[str]:
     fs, path = _fs(uri)
     fs.invalidate_cache(path)  # s3fs caches listings; a page polling a running stage must see new files
     try:
-        entries = fs.ls(path, detail=False)
+        with _failures(uri, "listing"):
+            entries = fs.ls(path, detail=False)
     except FileNotFoundError:
         return []
-    except OSError as exc:
-        raise StorageError(f"{uri}: listing failed ({exc})") from exc
     own = path.rstrip("/")
     return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries if e.rstrip("/") != own})
 
@@ -130,15 +146,20 @@ def modified(uri: str) -> float | None:
     fs, path = _fs(uri)
     try:
         stamp = fs.modified(path)
-    except (FileNotFoundError, NotImplementedError, OSError):
+    except (FileNotFoundError, NotImplementedError):
         return None
+    except Exception as exc:  # the store is unreachable: the page says "not known", it does not fail
+        if _storage_failure(exc):
+            return None
+        raise
     return stamp.timestamp() if hasattr(stamp, "timestamp") else None
 
 
 def delete(uri: str) -> None:
     fs, path = _fs(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    with _failures(uri, "delete"):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
 
 
 def write_parquet(uri: str, table: "Any") -> None:
@@ -176,14 +197,10 @@ def _parquet_file(uri: str) -> "Any":
 
     fs, path = _fs(uri)
     try:
-        with fs.open(path, "rb") as fh:
+        with _failures(uri, "read"), fs.open(path, "rb") as fh:
             yield pq.ParquetFile(fh)
-    except FileNotFoundError:
-        raise
     except pa.ArrowInvalid as exc:
         raise StorageError(f"{uri}: expected a Parquet file ({exc})") from exc
-    except OSError as exc:
-        raise StorageError(f"{uri}: read failed ({exc})") from exc
 
 
 def iter_batches(uri: str, columns: list[str] | None = None, batch_size: int = 1024) -> "Any":
@@ -211,13 +228,8 @@ def sha256(uri: str, chunk: int = 1 << 20) -> tuple[int, str]:
     from .hashing import sha256_stream
 
     fs, path = _fs(uri)
-    try:
-        with fs.open(path, "rb") as fh:
-            return sha256_stream(fh, chunk)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise StorageError(f"{uri}: read failed ({exc})") from exc
+    with _failures(uri, "read"), fs.open(path, "rb") as fh:
+        return sha256_stream(fh, chunk)
 
 
 class ParquetStreamWriter:
@@ -278,7 +290,8 @@ class ParquetStreamWriter:
                         raise
                     _copy_then_rename(self._tmp, path)
             else:
-                fs.put_file(self._tmp, path)
+                with _failures(self.uri, "write"):
+                    fs.put_file(self._tmp, path)
         except OSError as exc:
             raise StorageError(f"{self.uri}: write failed ({exc})") from exc
         finally:
@@ -329,8 +342,12 @@ def read_with_token(uri: str) -> tuple[bytes | None, str | None]:
                     return None, None
                 data = fs.cat_file(path)
             return data, _content_token(data)
-    except OSError as exc:
-        raise StorageError(f"{uri}: read failed ({exc})") from exc
+    except StorageError:
+        raise
+    except Exception as exc:
+        if not _storage_failure(exc):
+            raise
+        raise StorageError(f"{uri}: read failed ({type(exc).__name__}: {exc})") from exc
     raise StorageError(f"{uri}: conditional writes are not supported on {fs.protocol} (file://, s3:// and "
                        "memory:// are)")
 
@@ -373,8 +390,10 @@ def write_if(uri: str, data: bytes, token: str | None) -> bool:
                     return False
                 fs.pipe_file(path, data)
                 return True
-    except OSError as exc:
-        raise StorageError(f"{uri}: conditional write failed ({exc})") from exc
+    except Exception as exc:
+        if not _storage_failure(exc):
+            raise
+        raise StorageError(f"{uri}: conditional write failed ({type(exc).__name__}: {exc})") from exc
     raise StorageError(f"{uri}: conditional writes are not supported on {fs.protocol} (file://, s3:// and "
                        "memory:// are)")
 

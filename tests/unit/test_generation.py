@@ -90,6 +90,34 @@ def test_rows_that_keep_failing_are_kept_out_but_not_lost(tmp_path, storage_uri)
     assert result.stats["reasons"]["generation_failed"] == 1
 
 
+def _outage(message="openai: no reply from http://llm/v1/chat/completions after 3 attempts: ConnectError"):
+    err = EngineError(message)
+    err.transient = True
+    return err
+
+
+def test_a_server_outage_spends_no_attempt_and_the_retry_resumes_with_the_same_seeds(tmp_path):
+    """A transient engine failure (after the engine's own retries) is the server's: the shard keeps its finished
+    rows, fails without an output or a marker, and the retry generates the rest with the seeds an uninterrupted
+    run uses, so the rows are the same."""
+    reference_unit = make_shard(tmp_path / "reference", n=5)
+    generate_shard(reference_unit["input"], reference_unit["output"], reference_unit["parts"], engine=ScriptedEngine())
+    reference = storage.read_parquet(reference_unit["output"]).to_pylist()
+
+    unit = make_shard(tmp_path, n=5)
+    down = ScriptedEngine({"prompt 3": [_outage()]})
+    with pytest.raises(EngineError, match=r"1 request\(s\) failed after the engine's retries, e\.g\. openai: no reply .*"
+                                          r"3 of 5 rows are checkpointed"):
+        generate_shard(unit["input"], unit["output"], unit["parts"], engine=down)
+    assert not storage.exists(unit["output"])
+    again = ScriptedEngine()
+    generate_shard(unit["input"], unit["output"], unit["parts"], engine=again)
+    assert again.calls == ["prompt 3", "prompt 4"]  # the checkpointed rows are not asked again
+    rows = storage.read_parquet(unit["output"]).to_pylist()
+    key = ("prompt_id", "text", "generation_seed", "attempts", "status")
+    assert sorted(tuple(r[k] for k in key) for r in rows) == sorted(tuple(r[k] for k in key) for r in reference)
+
+
 def test_crash_then_resume_generates_each_row_once(tmp_path):
     # Through the generate stage's work unit (what the worker runs): the marker is its commit.
     unit = make_shard(tmp_path, n=7)

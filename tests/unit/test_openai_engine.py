@@ -149,6 +149,22 @@ def test_retries_exhausted_become_error_in_slot():
     assert isinstance(err, OpenAIRequestError) and isinstance(err, EngineError)
     assert (err.status, err.attempts, calls) == (503, 3, 3)
     assert "HTTP 503" in str(err) and "model is loading" in str(err) and "3 attempts" in str(err)
+    assert err.transient  # the server's failure: generation stops the shard instead of spending an attempt
+
+
+def test_a_garbled_reply_is_asked_again_like_a_5xx():
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(200, text="<html>proxy error</html>") if calls == 1 else httpx.Response(200, json=reply("fine"))
+
+    c = engine(handler, backoff_base_s=0.001).generate("x", PARAMS, seed=0)
+    assert c.text == "fine" and calls == 2
+    out = engine(lambda r: httpx.Response(200, text="garbage"), max_retries=1, backoff_base_s=0.001).generate_batch(reqs(1), PARAMS)
+    assert isinstance(out[0], OpenAIRequestError) and out[0].transient and out[0].attempts == 2
+    assert "a malformed reply from" in str(out[0]) and "not JSON" in str(out[0])
 
 
 def test_non_retryable_400_in_its_slot():
@@ -165,7 +181,7 @@ def test_non_retryable_400_in_its_slot():
     out = engine(handler, max_retries=5).generate_batch(reqs(4), PARAMS)
     assert [type(r).__name__ for r in out] == ["Completion", "Completion", "OpenAIRequestError", "Completion"]
     assert calls == 1  # not retried
-    assert out[2].status == 400 and out[2].attempts == 1
+    assert out[2].status == 400 and out[2].attempts == 1 and not out[2].transient  # the prompt's fault
     assert "HTTP 400" in str(out[2]) and "maximum context length" in str(out[2])
     with pytest.raises(EngineError, match="HTTP 400"):
         engine(handler).generate("p2", PARAMS, seed=0)

@@ -34,7 +34,13 @@ class Completion:
 
 
 class EngineError(RuntimeError):
-    """The engine failed or replied with something unusable; the message says which prompt and why."""
+    """The engine failed or replied with something unusable; the message says which prompt and why.
+
+    ``transient``: the server, not the prompt, failed (no reply, a 5xx, a malformed reply), after the engine's
+    own retries. Generation does not spend an attempt (a new seed) on it: the shard stops with its finished rows
+    checkpointed and fails, and the task's retry resumes with the same seeds (see generation.generate_shard)."""
+
+    transient = False
 
 
 @dataclass(frozen=True)

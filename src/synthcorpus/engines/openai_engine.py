@@ -80,11 +80,13 @@ class OpenAIRequestError(EngineError):
     """One request failed for good. ``status`` is the last HTTP status (None: no HTTP reply), ``attempts``
     how many were made, ``reason`` a short description (never the key)."""
 
-    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1, reason: str = ""):
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1, reason: str = "",
+                 transient: bool = False):
         super().__init__(message)
         self.status = status
         self.attempts = attempts
         self.reason = reason
+        self.transient = transient  # no reply, a retryable status or a malformed reply: the server's fault
 
 
 class _Secret:
@@ -387,7 +389,9 @@ class OpenAIEngine(Engine):
             try:
                 resp = await client.post(self._url, json=payload)
             except RETRY_EXC as exc:
-                reason = f"{type(exc).__name__}: {self._scrub(str(exc))[:120] or 'no detail'}"
+                detail = self._scrub(str(exc))[:120] or (
+                    f"no reply within {self.timeout_s:g} s" if isinstance(exc, httpx.TimeoutException) else "no detail")
+                reason = f"{type(exc).__name__}: {detail}"
             except httpx.HTTPError as exc:  # not worth retrying (bad URL, protocol misuse)
                 raise OpenAIRequestError(
                     f"openai: {type(exc).__name__} calling {self._display_url}",
@@ -396,19 +400,24 @@ class OpenAIEngine(Engine):
             else:
                 status = resp.status_code
                 if status < 300:
-                    return self._parse(resp, time.perf_counter() - started)
-                reason = self._scrub(_short_reason(resp))
-                if not retryable_status(status):
+                    try:
+                        return self._parse(resp, time.perf_counter() - started)
+                    except OpenAIRequestError as exc:  # a garbled 200: asked again, like a 5xx
+                        reason = exc.reason
+                else:
+                    reason = self._scrub(_short_reason(resp))
+                if status >= 300 and not retryable_status(status):
                     raise OpenAIRequestError(
                         f"openai: HTTP {status} from {self._display_url}: {reason}",
                         status=status, attempts=attempt + 1, reason=reason,
                     )
-                wait = _retry_after(resp.headers)
+                wait = _retry_after(resp.headers) if status >= 300 else None
             if attempt + 1 >= attempts:
-                what = f"HTTP {status}" if status is not None else "no reply"
+                what = (f"HTTP {status}" if status is not None and status >= 300
+                        else "a malformed reply" if status is not None else "no reply")
                 raise OpenAIRequestError(
                     f"openai: {what} from {self._display_url} after {attempts} attempts: {reason}",
-                    status=status, attempts=attempts, reason=reason,
+                    status=status, attempts=attempts, reason=reason, transient=True,
                 )
             delay = min(wait, self.retry_after_max_s) if wait is not None else self._backoff(attempt)
             log.warning("openai: batch item %d: %s from %s; retry %d/%d in %.2fs", i,
