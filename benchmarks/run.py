@@ -16,6 +16,17 @@ and bytes per page side by side, ratio large/small; target: the 100k run's page 
 scheduler_throughput: see benchmarks/scheduler_bench.py (generate's tok/s on the real deployment vs
 `airflow dags test`, same spec).
 
+load (opt-in, long: only when named, never by `make bench` or `make test`): see benchmarks/load.py (a 100k-document
+run through every post-generation stage on the real deployment, generation prepared by a fast fake engine: wall time
+and peak memory per task, goal no task over 2 GiB).
+
+dag_parse: see benchmarks/dag_parse.py (Airflow's DagBag over dags/ for the shipped specs and for 50 specs, fresh process
+each, median of 3: wall and CPU time; goal well under 1 s for every spec).
+
+decontam_scale: see benchmarks/decontam_scale.py (the decontaminate stage vs datatrove's NGramsDecontIndexer +
+NGramsDecontFilter on 100k synthetic docs (1M with --full) against a 14k-item MMLU-shaped reference set, each in a fresh
+process: docs/s, peak memory, catches on planted near-copies, false positives).
+
 judge_eval: see benchmarks/judge_eval.py (the LLM judge on a planted set of good documents and bad variants per
 defect: AUC of score_overall per defect, share of replies that parse, tokens and seconds per judgement; model
 from $SYNTHCORPUS_JUDGE_MODEL, default the bundled 135M).
@@ -96,7 +107,12 @@ MODULES = {
     "refresh": ("refresh_bench", "refresh"),
     "ui_pages": ("ui_bench", "ui_pages"),
     "judge_eval": ("judge_eval", "judge_eval"),
+    "decontam_scale": ("decontam_scale", "decontam_scale"),
+    "load": ("load", "load"),
+    "dag_parse": ("dag_parse", "dag_parse"),
 }
+# Opt-in benchmarks: run only when named (`python benchmarks/run.py load`), never by `make bench` (no name).
+OPT_IN = ("load",)
 
 
 def run(name: str) -> None:
@@ -113,6 +129,7 @@ def run(name: str) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "minhash", "topic_extraction",
-                             "quality_throughput", "gate_vs_pandas", "scheduler_throughput", "refresh", "ui_pages", "judge_eval"]
+                             "quality_throughput", "gate_vs_pandas", "scheduler_throughput", "refresh", "ui_pages", "judge_eval",
+                             "decontam_scale", "dag_parse"]
     for name in wanted:
         run(name)
