@@ -321,10 +321,19 @@ def write_retry(run: RunContext, base: dict, document_uris: list[str]) -> dict:
     retire_after = run.spec.refresh.retire_after_failures
     prompts = result(run, "prompts")["outputs"]
     used = reserve_used(result(run, "top_up"))
-    tried = storage.read_parquet(prompts["prompts"]).to_pylist()
-    tried += storage.read_parquet(prompts["reserve"]).slice(0, used).to_pylist() if used else []
+    import pyarrow.compute as pc
+
     published = {p for u in document_uris if (t := _columns(u, ["prompt_id"])) is not None
                  for p in t.column(0).to_pylist()}
+    known = pa.array(sorted(published), pa.string())
+
+    def unpublished(table) -> list[dict]:
+        """The rows whose prompt was not published, filtered in Arrow: only they become Python rows (a 100 k
+        run used to hold every tried prompt, ~5 KB each, as Python objects here: ~550 MB)."""
+        return table.filter(pc.invert(pc.is_in(table.column("prompt_id"), value_set=known))).to_pylist()
+
+    tried = unpublished(storage.read_parquet(prompts["prompts"]))
+    tried += unpublished(storage.read_parquet(prompts["reserve"]).slice(0, used)) if used else []
     not_failed = _not_generated(run) | _surplus(run)
     old = {r["prompt_id"]: r for r in storage.read_parquet(base["retry"]).to_pylist()} if base.get("retry") else {}
     out: dict[str, dict] = {}
