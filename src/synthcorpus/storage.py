@@ -100,8 +100,13 @@ def size(uri: str) -> int | None:
         return None
 
 
+def json_bytes(obj: Any) -> bytes:
+    """How a JSON file is stored (write_json, and write_if for latest.json)."""
+    return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
 def write_json(uri: str, obj: Any) -> None:
-    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+    write_bytes(uri, json_bytes(obj))
 
 
 def read_json(uri: str) -> Any:
@@ -181,9 +186,12 @@ def read_parquet(uri: str) -> "Any":
         raise StorageError(f"{uri}: expected a Parquet file ({exc})") from exc
 
 
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    return fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+
+
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocol or "local" in protocol
+    return bool({"file", "local"} & set(_protocols(fs)))
 
 
 # ------------------------------------------------------------------------------------------ streaming
@@ -326,7 +334,7 @@ def read_with_token(uri: str) -> tuple[bytes | None, str | None]:
     file does not exist. The token is opaque: the S3 ETag on s3://, ``sha256:<hex>`` of the content on
     local and in-memory files."""
     fs, path = _fs(uri)
-    try:
+    with _failures(uri, "read"):
         if _is_s3(fs):
             return _s3_read_with_token(fs, path)
         if _is_local(fs):
@@ -342,14 +350,7 @@ def read_with_token(uri: str) -> tuple[bytes | None, str | None]:
                     return None, None
                 data = fs.cat_file(path)
             return data, _content_token(data)
-    except StorageError:
-        raise
-    except Exception as exc:
-        if not _storage_failure(exc):
-            raise
-        raise StorageError(f"{uri}: read failed ({type(exc).__name__}: {exc})") from exc
-    raise StorageError(f"{uri}: conditional writes are not supported on {fs.protocol} (file://, s3:// and "
-                       "memory:// are)")
+    raise _no_cas(uri, fs)
 
 
 def write_if(uri: str, data: bytes, token: str | None) -> bool:
@@ -380,7 +381,7 @@ def write_if(uri: str, data: bytes, token: str | None) -> bool:
     fs, path = _fs(uri)
     if _is_s3(fs):
         return _s3_write_if(fs, uri, path, data, token)
-    try:
+    with _failures(uri, "conditional write"):
         if _is_local(fs):
             return _local_write_if(path, data, token)
         if _is_memory(fs):
@@ -390,12 +391,7 @@ def write_if(uri: str, data: bytes, token: str | None) -> bool:
                     return False
                 fs.pipe_file(path, data)
                 return True
-    except Exception as exc:
-        if not _storage_failure(exc):
-            raise
-        raise StorageError(f"{uri}: conditional write failed ({type(exc).__name__}: {exc})") from exc
-    raise StorageError(f"{uri}: conditional writes are not supported on {fs.protocol} (file://, s3:// and "
-                       "memory:// are)")
+    raise _no_cas(uri, fs)
 
 
 _MEMORY_CAS = threading.Lock()
@@ -407,13 +403,16 @@ def _content_token(data: bytes) -> str:
 
 
 def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return ("s3" in protocol or "s3a" in protocol) and hasattr(fs, "_call_s3")
+    return bool({"s3", "s3a"} & set(_protocols(fs))) and hasattr(fs, "_call_s3")
 
 
 def _is_memory(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "memory" in protocol
+    return "memory" in _protocols(fs)
+
+
+def _no_cas(uri: str, fs: fsspec.AbstractFileSystem) -> StorageError:
+    return StorageError(f"{uri}: conditional writes are not supported on {fs.protocol} (file://, s3:// and "
+                        "memory:// are)")
 
 
 def _local_write_if(path: str, data: bytes, token: str | None) -> bool:

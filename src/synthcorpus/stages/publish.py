@@ -142,13 +142,11 @@ def _switch_latest(layout, manifest: dict, base: dict, resumed: bool) -> str | N
     """Point ``latest.json`` at this version with a compare-and-swap: read it (with its token), decide
     (:func:`_decide`), write only if it is unchanged since the read; lost to a concurrent writer: read and
     decide again. Returns the newer version left in place (re-run of an old publish), else None."""
-    import json
-
     from ..publish import PublishError
 
     version = manifest["version"]
     pointer = {"version": version, "manifest": layout.manifest, "uri": layout.version_uri(), "rows": manifest["rows"]}
-    data = (json.dumps(pointer, indent=2, sort_keys=True, default=str) + "\n").encode()  # as storage.write_json
+    data = storage.json_bytes(pointer)
     for _ in range(SWITCH_ATTEMPTS):
         raw, token = storage.read_with_token(layout.latest)
         current = None if raw is None else _parse_pointer(layout.latest, raw)
@@ -339,8 +337,6 @@ def write_retry(run: RunContext, base: dict, document_uris: list[str]) -> dict:
     out: dict[str, dict] = {}
     for row in tried:
         pid = row["prompt_id"]
-        if pid in published:
-            continue
         failures = old.get(pid, {}).get("failures", 0) + (0 if pid in not_failed else 1)
         out[pid] = {**{k: v for k, v in row.items() if k not in RETRY_COLUMNS}, "failures": failures}
     for pid, row in old.items():  # retired ones stay retired; retries not reached stay pending
