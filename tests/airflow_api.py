@@ -13,6 +13,18 @@ import httpx
 TERMINAL = {"success", "failed"}
 
 
+def wait_until(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 1.0) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(every_s)
+
+
 class AirflowAPI:
     def __init__(self, base_url: str, username: str, password: str):
         self.base_url = base_url.rstrip("/")
@@ -37,15 +49,7 @@ class AirflowAPI:
         return r.json()
 
     def wait(self, what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 1.0) -> Any:
-        """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-            time.sleep(every_s)
+        return wait_until(what, check, timeout_s, every_s)
 
     def wait_for_dag(self, dag_id: str, timeout_s: float = 180) -> dict:
         def parsed():

@@ -45,6 +45,7 @@ from synthcorpus.publish import verify_version
 from synthcorpus.spec import load_spec
 from synthcorpus.stages.contract import RunContext, results
 from synthcorpus.stages.runner import run_pipeline
+from tests.airflow_api import wait_until
 from tests.conftest import tiny_spec_dict, write_spec
 from tests.fakes import FakeOpenAIServer
 from tests.integration.conftest import _ports
@@ -333,17 +334,6 @@ class PipelineThread(threading.Thread):
             self.error = exc
 
 
-def wait_for(what: str, condition: Callable[[], Any], timeout: float, every_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every_s)
-
-
 def test_seaweedfs_killed_mid_write_then_rerun_publishes_the_identical_version(weed_env, healthy, tmp_path, monkeypatch):
     weed, server = weed_env, healthy
     ref_bucket, bucket = weed.bucket("reference"), weed.bucket("outage")
@@ -365,8 +355,9 @@ def test_seaweedfs_killed_mid_write_then_rerun_publishes_the_identical_version(w
         server.delay_s = 0.2  # ~2 s of generation: it is still writing when the kill lands
         first = PipelineThread(spec_path, RUN)
         first.start()
-        wait_for("a checkpoint part of generate in the bucket",
-                 lambda: first.error or any(".parts/part-" in k for k in weed.keys(bucket, f"{runs}/generate/")), 120)
+        wait_until("a checkpoint part of generate in the bucket",
+                   lambda: first.error or any(".parts/part-" in k for k in weed.keys(bucket, f"{runs}/generate/")), 120,
+                   0.05)
         assert first.error is None, first.error
         weed.kill()
         first.join(timeout=300)
@@ -423,7 +414,7 @@ def test_seaweedfs_killed_mid_write_then_rerun_publishes_the_identical_version(w
         assert storage.read_json(f"s3://{bucket}/{root}/latest.json")["version"] == RUN
         assert_identical(published(version), reference)
         seen = reader.seen["latest.json"]
-        wait_for("the reader to check the published version", lambda: reader.seen["latest.json"] > seen, 60)
+        wait_until("the reader to check the published version", lambda: reader.seen["latest.json"] > seen, 60, 0.05)
     finally:
         reader.stop()
     assert reader.problems == []
