@@ -137,7 +137,7 @@ def _templates(spec: CorpusSpec, file: str, found: list[SpecProblem], kinds: lis
                                 variables["extract"] = truncate_tokens(variables["extract"], spec.prompts.extract_max_tokens)
                                 render(env, template, variables)
             except TemplateError as exc:
-                found.append(_template_problem(exc, field))
+                found.append(as_problem(exc, field, file))
             except Exception as exc:  # a template that raises while rendering (a filter, a division...)
                 found.append(SpecProblem(str(tdir / lang / f"{fmt}.j2"), field,
                                          f"expected the template to render ({type(exc).__name__}: {exc})"))
@@ -151,11 +151,6 @@ def _templates(spec: CorpusSpec, file: str, found: list[SpecProblem], kinds: lis
         except (TemplateError, Exception) as exc:
             found.append(SpecProblem(str(tdir / LABEL_TEMPLATE), "topics.labeler",
                                      f"expected a topic-label template that renders ({exc})"))
-
-
-def _template_problem(exc: BaseException, field: str) -> SpecProblem:
-    path, _, rest = str(exc).partition(": ")
-    return SpecProblem(path, field, rest)
 
 
 def _judge_templates(spec: CorpusSpec, found: list[SpecProblem]) -> None:
