@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -87,8 +88,7 @@ def airflow_stack(tmp_path_factory):
     database, Celery queue and ports, so it never meets another run's; the corpus specs of
     tests/integration/test_stack.py, test_stack_refresh.py, test_ui.py and test_approval.py in its corpora folder. Yields (stack, corpora dir, base dir); stops
     every process by PID and drops the database afterwards."""
-    from synthcorpus.deploy import Stack, drop_database
-    from tests.conftest import ROOT, write_spec
+    from tests.conftest import write_spec
     from tests.integration.test_approval import approval_specs
     from tests.integration.test_faults import faults_spec
     from tests.integration.test_stack import stack_spec
@@ -104,6 +104,19 @@ def airflow_stack(tmp_path_factory):
     for spec in approval_specs():  # publish.approval.required; paused until their test unpauses them
         write_spec(corpora, spec)
     write_spec(corpora, faults_spec())  # test_faults.py: SIGKILLs at the fault points of $SYNTHCORPUS_FAULTS_FILE
+    # synthcorpus.faults: written by test_faults.py; its faults name its run id, no other run meets them
+    with running_stack(base, corpora, (base / "storage").as_uri(), {"SYNTHCORPUS_FAULTS_FILE": str(base / "faults.json")}) as stack:
+        yield stack, corpora, base
+
+
+@contextlib.contextmanager
+def running_stack(base: Path, corpora: Path, storage_uri: str, env: dict[str, str]):
+    """A synthcorpus.deploy.Stack up in ``base``/airflow, with its own PostgreSQL database, Celery queue and
+    ports, reading the specs in ``corpora`` and storing at ``storage_uri``; ``env``: more environment of every
+    process. Stops every process by PID and drops the database afterwards."""
+    from synthcorpus.deploy import Stack, drop_database
+    from tests.conftest import ROOT
+
     tag = f"{os.getpid()}_{random.randint(0, 999_999)}"
     api, worker_log, trigger_log = _ports(3)
     stack = Stack(
@@ -111,13 +124,11 @@ def airflow_stack(tmp_path_factory):
         sql_alchemy_conn=f"postgresql+psycopg2://postgres@127.0.0.1:5432/synthcorpus_test_{tag}",
         api_port=api, worker_log_port=worker_log, trigger_log_port=trigger_log, queue=f"synthcorpus_test_{tag}",
         heartbeat_timeout_s=20,  # a killed worker's task is failed (and retried) after 20 s instead of 5 min
-        env={"SYNTHCORPUS_CORPORA_DIR": str(corpora), "SYNTHCORPUS_STORAGE_URI": (base / "storage").as_uri(),
-             # synthcorpus.faults: written by test_faults.py; its faults name its run id, no other run meets them
-             "SYNTHCORPUS_FAULTS_FILE": str(base / "faults.json")},
+        env={"SYNTHCORPUS_CORPORA_DIR": str(corpora), "SYNTHCORPUS_STORAGE_URI": storage_uri, **env},
     )
     try:
         stack.up(say=lambda *_: None)
-        yield stack, corpora, base
+        yield stack
     finally:
         stack.down(say=lambda *_: None)
         drop_database(stack.sql_alchemy_conn)

@@ -65,17 +65,22 @@ def _spec_storage(monkeypatch):
     monkeypatch.delenv("SYNTHCORPUS_STORAGE_URI", raising=False)
 
 
-def engine_spec(directory: Path, storage_uri: str, base_url: str, **overrides: Any) -> str:
+def engine_spec_dict(base_url: str, **overrides: Any) -> dict:
     """tiny_spec_dict on the openai engine against ``base_url``: one generate shard whose 9 requests are all
     in flight at once, a 1 s timeout and one retry per request, two generation attempts per row, no top-up
     rounds (a row that fails stays failed), three published data files of up to 4 rows."""
-    directory.mkdir(parents=True, exist_ok=True)
-    return str(write_spec(directory, tiny_spec_dict(**{
-        "storage.uri": storage_uri, "generation.engine": "openai", "generation.model": MODEL,
+    return tiny_spec_dict(**{
+        "generation.engine": "openai", "generation.model": MODEL,
         "generation.openai": {"base_url": base_url, "concurrency": 16, "timeout_s": 1.0, "max_retries": 1},
         "generation.shard_size": DOCS, "generation.max_attempts": 2, "refresh.top_up_rounds": 0,
         "publish.rows_per_file": 4, **overrides,
-    })))
+    })
+
+
+def engine_spec(directory: Path, storage_uri: str, base_url: str, **overrides: Any) -> str:
+    """engine_spec_dict stored at ``storage_uri``, written to ``directory``; returns the spec file's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return str(write_spec(directory, engine_spec_dict(base_url, **{"storage.uri": storage_uri, **overrides})))
 
 
 def published(version_uri: str) -> tuple[list[tuple], list[dict]]:
@@ -244,10 +249,10 @@ class S3Reader(threading.Thread):
     a problem. Observations made while SeaweedFS is down or restarted midway are dropped (an outage is not
     a half-published version). ``seen`` counts the complete observations of a version, by how it was found."""
 
-    def __init__(self, weed: SeaweedFS, bucket: str, every_s: float = 0.05):
+    def __init__(self, weed: SeaweedFS, bucket: str, every_s: float = 0.05, corpus: str = CORPUS):
         super().__init__(name="s3-reader", daemon=True)
         self.weed, self.bucket, self.every_s = weed, bucket, every_s
-        self.root = f"synthcorpus/{CORPUS}"
+        self.root = f"synthcorpus/{corpus}"
         self.client = weed.client()
         self.halt = threading.Event()
         self.seen: Counter[str] = Counter()

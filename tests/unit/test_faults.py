@@ -41,3 +41,36 @@ def test_a_fault_fires_once_for_its_run_at_its_point_and_the_retry_completes(tmp
     assert storage.read_json(run.layout.latest)["version"] == "r1"
     assert [(f["index"], f["point"], f["run"]) for f in faults.fired(str(path))] == [
         (0, "topics:before_commit", "r1"), (1, "publish:after_manifest", "r1")]
+
+
+def test_a_pause_waits_for_its_release_then_goes_on_once(tmp_path, monkeypatch):
+    """action "pause": the process waits at the point until the test releases it (the test acts on the world
+    meanwhile), then goes on; a later pass does not pause again; an unreleased pause fails after timeout_s."""
+    import threading
+
+    path = tmp_path / "faults.json"
+    path.write_text(json.dumps({"faults": [
+        {"point": "publish:after_data", "run": "r1", "action": "pause"},
+        {"point": "publish:after_manifest", "run": "r1", "action": "pause", "timeout_s": 0.2},
+    ]}))
+    monkeypatch.setenv(faults.ENV, str(path))
+    passed = threading.Event()
+
+    def reach():
+        faults.point("publish:after_data", "r1")
+        passed.set()
+
+    t = threading.Thread(target=reach, daemon=True)
+    t.start()
+    fired = lambda: faults.fired(str(path))  # noqa: E731
+    from tests.airflow_api import wait_until
+
+    wait_until("the pause to fire", lambda: fired(), 30, 0.01)
+    assert not passed.wait(0.3)  # still paused: nothing released it
+    faults.release(str(path), 0)
+    assert passed.wait(30)
+    t.join(30)
+    faults.point("publish:after_data", "r1")  # fired once: no second pause
+    with pytest.raises(faults.InjectedFault, match="not released within 0.2 s"):
+        faults.point("publish:after_manifest", "r1")
+    assert [f["point"] for f in fired()] == ["publish:after_data", "publish:after_manifest"]
