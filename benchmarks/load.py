@@ -497,7 +497,7 @@ def run_on_stack(base: Path, corpora: Path, spec, run_id: str, storage_uri: str,
         total_s = time.perf_counter() - started
         time.sleep(3 * SAMPLE_S)
         sampler.stop()
-        tis = _task_instances(api, spec.dag_id, dag_run)
+        tis = api.task_instances(spec.dag_id, dag_run)
         tries = []
         for ti in tis:  # earlier tries of retried tasks have task instance ids of their own
             if (ti.get("try_number") or 1) > 1:
@@ -519,16 +519,6 @@ def run_on_stack(base: Path, corpora: Path, spec, run_id: str, storage_uri: str,
                 drop_database(stack.sql_alchemy_conn)
 
 
-def _task_instances(api, dag_id: str, dag_run: str) -> list[dict]:
-    """Every task instance of the run: the API answers at most [api] maximum_page_limit (100) per page."""
-    out: list[dict] = []
-    while True:
-        page = api.get(f"/dags/{dag_id}/dagRuns/{dag_run}/taskInstances", limit=100, offset=len(out))
-        out += page["task_instances"]
-        if not page["task_instances"] or len(out) >= page["total_entries"]:
-            return out
-
-
 def _wait_run(api, dag_id: str, dag_run: str, timeout_s: float) -> dict:
     """Poll the run until it ends; print progress (task instances per state) at most once a minute."""
     deadline = time.monotonic() + timeout_s
@@ -539,7 +529,7 @@ def _wait_run(api, dag_id: str, dag_run: str, timeout_s: float) -> dict:
             return run
         if time.monotonic() - last > 60:
             last = time.monotonic()
-            tis = _task_instances(api, dag_id, dag_run)
+            tis = api.task_instances(dag_id, dag_run)
             running = sorted({t["task_id"] for t in tis if t["state"] == "running"})
             counts = Counter(t["state"] or "none" for t in tis)
             print(f"load: {time.strftime('%H:%M:%S')} {dict(counts)}; running: {', '.join(running) or '-'}", flush=True)

@@ -27,6 +27,9 @@ decontam_scale: see benchmarks/decontam_scale.py (the decontaminate stage vs dat
 NGramsDecontFilter on 100k synthetic docs (1M with --full) against a 14k-item MMLU-shaped reference set, each in a fresh
 process: docs/s, peak memory, catches on planted near-copies, false positives).
 
+diversity_near_dups: see benchmarks/diversity_bench.py (the prompts stage's near-duplicate check over 111k prompt-shaped
+texts vs the implementation it replaced, each in a fresh process: wall time, peak memory, same answer).
+
 judge_eval: see benchmarks/judge_eval.py (the LLM judge on a planted set of good documents and bad variants per
 defect: AUC of score_overall per defect, share of replies that parse, tokens and seconds per judgement; model
 from $SYNTHCORPUS_JUDGE_MODEL, default the bundled 135M).
@@ -110,6 +113,7 @@ MODULES = {
     "decontam_scale": ("decontam_scale", "decontam_scale"),
     "load": ("load", "load"),
     "dag_parse": ("dag_parse", "dag_parse"),
+    "diversity_near_dups": ("diversity_bench", "diversity_near_dups"),
 }
 # Opt-in benchmarks: run only when named (`python benchmarks/run.py load`), never by `make bench` (no name).
 OPT_IN = ("load",)
@@ -130,6 +134,6 @@ if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     wanted = sys.argv[1:] or ["worker_overhead", "openai_concurrency", "minhash", "topic_extraction",
                              "quality_throughput", "gate_vs_pandas", "scheduler_throughput", "refresh", "ui_pages", "judge_eval",
-                             "decontam_scale", "dag_parse"]
+                             "decontam_scale", "dag_parse", "diversity_near_dups"]
     for name in wanted:
         run(name)

@@ -78,8 +78,14 @@ class AirflowAPI:
         return self.wait(f"{dag_id} run {run_id} to finish", done, timeout_s, every_s=2.0)
 
     def task_instances(self, dag_id: str, run_id: str, task_id: str | None = None) -> list[dict]:
-        tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=1000)["task_instances"]
-        return [t for t in tis if task_id is None or t["task_id"] == task_id]
+        """Every task instance of the run (of ``task_id`` only, if given), page by page: the API answers at
+        most [api] maximum_page_limit (100) per page."""
+        tis: list[dict] = []
+        while True:
+            page = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100, offset=len(tis))
+            tis += page["task_instances"]
+            if not page["task_instances"] or len(tis) >= page["total_entries"]:
+                return [t for t in tis if task_id is None or t["task_id"] == task_id]
 
     def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[dict]:
         return self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/tries")["task_instances"]

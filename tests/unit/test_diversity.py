@@ -28,3 +28,41 @@ def test_near_duplicates_found_distinct_kept():
     # Groups keep otherwise identical texts apart (e.g. different templates or audiences).
     assert near_duplicates([BASE, BASE], groups=["a", "b"]) == []
     assert near_duplicates([BASE, BASE], groups=["a", "a"]) == [1]
+
+
+def _brute_force(texts, groups, threshold=0.8):
+    """Exact Jaccard of every earlier pair in the same group: what near_duplicates must find."""
+    from synthcorpus.quality.diversity import _shingles
+
+    sets = [_shingles(t) for t in texts]
+    return [i for i in range(len(texts)) if any(
+        groups[j] == groups[i] and len(sets[i] & sets[j]) / len(sets[i] | sets[j]) >= threshold for j in range(i))]
+
+
+def test_near_duplicates_match_exact_jaccard_across_chunks_and_groups(monkeypatch):
+    """Chunked signatures (chunks of 7 here), groups folded into the band keys, buckets as sorted runs: the
+    same answer as checking every earlier pair exactly, on texts whose near-copies are far apart."""
+    import random
+
+    from synthcorpus.quality import diversity
+
+    monkeypatch.setattr(diversity, "CHUNK", 7)
+    rng = random.Random(5)
+    words = BASE.split()
+    texts, groups = [], []
+    for i in range(120):
+        if i >= 10 and rng.random() < 0.35:
+            j = rng.randrange(i)  # a near-copy of an earlier text (one word changed) or an exact one
+            w = texts[j].split()
+            if rng.random() < 0.5:
+                w[rng.randrange(len(w))] = "changed"
+            texts.append(" ".join(w))
+            groups.append(groups[j] if rng.random() < 0.8 else rng.choice("abc"))
+        else:
+            texts.append(" ".join(rng.sample(words, len(words))))
+            groups.append(rng.choice("abc"))
+    expected = _brute_force(texts, groups)
+    assert len(expected) > 20
+    assert diversity.near_duplicates(texts, groups) == expected
+    assert diversity.near_duplicates(texts) == _brute_force(texts, [""] * len(texts))
+    assert diversity.near_duplicates([]) == []

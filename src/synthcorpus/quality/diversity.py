@@ -46,31 +46,65 @@ def _shingles(text: str) -> set[int]:
     return {zlib.crc32(" ".join(words[i : i + _SHINGLE]).encode()) for i in range(len(words) - _SHINGLE + 1)}
 
 
+CHUNK = 1024  # texts per MinHash batch: the shingle-hash arrays of one chunk only are in memory
+
+
 def near_duplicates(texts: list[str], groups: list[str] | None = None, threshold: float = NEAR_DUP_THRESHOLD) -> list[int]:
     """Indexes of texts that have a near-duplicate (word 5-gram Jaccard >= threshold) earlier in the list,
     within the same group. The corpus near-dedup's MinHash + LSH bands (``quality.minhash``, here 16 bands
     x 4 rows: P(candidate) at Jaccard 0.8 ~ 0.999, at 0.5 ~ 0.64) propose candidates; exact Jaccard
-    confirms them."""
+    confirms them.
+
+    Memory: signatures are computed :data:`CHUNK` texts at a time and only their band hashes are kept
+    (n x 16 uint64); a band's buckets are runs of equal keys in a stable sort (no dict of lists); shingles
+    (sorted uint32 arrays, not Python sets) are built only for texts that share a bucket with an earlier one.
+    See benchmarks/diversity_bench.py for its memory and time next to the previous implementation."""
+    import numpy as np
+
     from .minhash import MinHashParams, band_hashes, batch_signatures
 
+    n = len(texts)
+    if n == 0:
+        return []
     params = MinHashParams(ngram=_SHINGLE, bands=_BANDS, rows=_ROWS, seed=_SEED)
-    sig, _ = batch_signatures(list(texts), params)
-    bands = band_hashes(sig, params)
-    buckets: dict[tuple, list[int]] = {}
-    shingles: list[set[int]] = []
+    bands = np.empty((n, _BANDS), np.uint64)
+    for lo in range(0, n, CHUNK):
+        sig, _ = batch_signatures(list(texts[lo : lo + CHUNK]), params)
+        bands[lo : lo + len(sig)] = band_hashes(sig, params)
+    if groups:
+        # A group's key folded into every band hash: a collision only adds a candidate that Jaccard rejects.
+        ids = {g: k for k, g in enumerate(dict.fromkeys(groups))}
+        salt = np.array([zlib.crc32(str(ids[g]).encode()) for g in groups], np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        bands ^= salt[:, None]
+    # Per band, a stable sort by key: a bucket is a run of equal keys, in index order; starts[b, pos] is where
+    # the run holding sorted position pos begins, at[b, i] where text i sits.
+    order = np.argsort(bands, axis=0, kind="stable").T  # (bands, n)
+    ranked = np.take_along_axis(bands.T, order, axis=1)
+    first = np.ones(ranked.shape, bool)
+    first[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+    starts = np.maximum.accumulate(np.where(first, np.arange(n), 0), axis=1)
+    at = np.empty_like(order)
+    np.put_along_axis(at, order, np.arange(n)[None, :].repeat(_BANDS, 0), axis=1)
+    del ranked
+    later = np.flatnonzero(~np.take_along_axis(first, at, axis=1).all(axis=0))  # in some bucket after another text
+    shingles: dict[int, np.ndarray] = {}  # sorted unique uint32 5-gram hashes, for texts that meet a candidate
+
+    def shingle_set(i: int) -> np.ndarray:
+        if i not in shingles:
+            shingles[i] = np.fromiter(_shingles(texts[i]), np.uint32)
+            shingles[i].sort()
+        return shingles[i]
+
     dups = []
-    for i, text in enumerate(texts):
-        sh = _shingles(text)
-        shingles.append(sh)
-        group = groups[i] if groups else ""
-        candidates: set[int] = set()
-        for band in range(_BANDS):
-            key = (group, band, int(bands[i, band]))
-            candidates.update(buckets.setdefault(key, []))
-            buckets[key].append(i)
+    for i in later.tolist():
+        candidates = dict.fromkeys(j for b in range(_BANDS) for j in order[b, starts[b, at[b, i]] : at[b, i]].tolist())
+        sh = shingle_set(i)
         for j in candidates:
-            other = shingles[j]
-            if len(sh & other) / len(sh | other) >= threshold:
+            if groups and groups[j] != groups[i]:
+                continue
+            other = shingle_set(j)
+            inter = np.intersect1d(sh, other, assume_unique=True).size
+            if inter / (sh.size + other.size - inter) >= threshold:
                 dups.append(i)
                 break
     return dups
