@@ -3,9 +3,10 @@ the ``prompts`` stage's diversity report over every planned prompt) vs the imple
 
 diversity_near_dups: N prompt-shaped texts (default 111 112: the 100 k load run's plan) in 15 groups
 (template x audience). Each is a group's fixed instruction text (~45 words, so prompts of a group share many
-5-grams, as rendered templates do), a topic of 2-4 words and a 60-word excerpt of the shipped web samples
-(include/seeds/demo_web_samples.jsonl) at a random offset, 1-3 words changed; 2 % are near-copies of an
-earlier prompt of the group (one word changed). Both implementations run on the same texts, each in a fresh
+5-grams, as rendered templates do), a topic of 2-4 words and one of 350 60-word excerpts of the shipped web
+samples (include/seeds/demo_web_samples.jsonl; the demo has ~350 seeds, so each excerpt serves ~300
+prompts), 0-3 words changed; 2 % more are near-copies of an earlier prompt of the group (one word changed).
+Like the real 100 k plan (96.5 % of its prompts near-duplicate an earlier one), most prompts have one. Both implementations run on the same texts, each in a fresh
 single-threaded process: wall time and peak memory (VmHWM reset with /proc/self/clear_refs after the texts
 are built, minus VmRSS then); the two must return the same indexes.
 
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 N = 111_112
 GROUPS = 15
 DUP_SHARE = 0.02
+SEEDS = 350  # as many seed excerpts as the demo's seeds: most prompts near-duplicate an earlier one, as in the real plan
 
 
 def previous_near_duplicates(texts, groups=None, threshold=0.8):
@@ -69,6 +71,8 @@ def prompts(n: int, seed: int = 7) -> tuple[list[str], list[str]]:
     words = " ".join(web).split()
     vocab = sorted(set(w.strip(".,;:!?\"'()").lower() for w in words) - {""})
     preambles = [" ".join(rng.choice(vocab) for _ in range(45)) for _ in range(GROUPS)]
+    starts = [rng.randrange(max(1, len(words) - 60)) for _ in range(SEEDS)]
+    pool = [words[i : i + 60] for i in starts]  # the seed excerpts: each is used by ~n / SEEDS prompts
     texts, groups = [], []
     for i in range(n):
         if texts and rng.random() < DUP_SHARE:
@@ -79,9 +83,8 @@ def prompts(n: int, seed: int = 7) -> tuple[list[str], list[str]]:
             groups.append(groups[j])
             continue
         g = rng.randrange(GROUPS)
-        start = rng.randrange(max(1, len(words) - 60))
-        excerpt = words[start : start + 60]
-        for _ in range(rng.randint(1, 3)):
+        excerpt = list(pool[rng.randrange(SEEDS)])
+        for _ in range(rng.randint(0, 3)):
             excerpt[rng.randrange(len(excerpt))] = rng.choice(vocab)
         topic = " ".join(rng.choice(vocab) for _ in range(rng.randint(2, 4)))
         texts.append(f"{preambles[g]} Topic: {topic}. Use this extract as inspiration: {' '.join(excerpt)}")

@@ -71,11 +71,12 @@ def near_duplicates(texts: list[str], groups: list[str] | None = None, threshold
     for lo in range(0, n, CHUNK):
         sig, _ = batch_signatures(list(texts[lo : lo + CHUNK]), params)
         bands[lo : lo + len(sig)] = band_hashes(sig, params)
+    gid = np.zeros(n, np.int64)
     if groups:
-        # A group's key folded into every band hash: a collision only adds a candidate that Jaccard rejects.
+        # A group's id folded into every band hash: a collision only adds a candidate that the group check drops.
         ids = {g: k for k, g in enumerate(dict.fromkeys(groups))}
-        salt = np.array([zlib.crc32(str(ids[g]).encode()) for g in groups], np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        bands ^= salt[:, None]
+        gid = np.fromiter((ids[g] for g in groups), np.int64, n)
+        bands ^= ((gid.astype(np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15))[:, None]
     # Per band, a stable sort by key: a bucket is a run of equal keys, in index order; starts[b, pos] is where
     # the run holding sorted position pos begins, at[b, i] where text i sits.
     order = np.argsort(bands, axis=0, kind="stable").T  # (bands, n)
@@ -97,11 +98,15 @@ def near_duplicates(texts: list[str], groups: list[str] | None = None, threshold
 
     dups = []
     for i in later.tolist():
-        candidates = dict.fromkeys(j for b in range(_BANDS) for j in order[b, starts[b, at[b, i]] : at[b, i]].tolist())
+        # The earlier texts of i's buckets in its group, those sharing the most bands first (a near-copy shares
+        # nearly all 16: usually the first candidate confirms it).
+        cands = np.concatenate([order[b, starts[b, at[b, i]] : at[b, i]] for b in range(_BANDS)])
+        cands = cands[gid[cands] == gid[i]]
+        if not cands.size:
+            continue
+        uniq, shared = np.unique(cands, return_counts=True)
         sh = shingle_set(i)
-        for j in candidates:
-            if groups and groups[j] != groups[i]:
-                continue
+        for j in uniq[np.argsort(-shared, kind="stable")].tolist():
             other = shingle_set(j)
             inter = np.intersect1d(sh, other, assume_unique=True).size
             if inter / (sh.size + other.size - inter) >= threshold:
