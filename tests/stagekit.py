@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from synthcorpus import storage
+from synthcorpus.layout import RunLayout
 from synthcorpus.stages.contract import RunContext, StageResult, commit_once, execute
 
 
@@ -31,3 +33,15 @@ def given_documents(run: RunContext, stage: str, uris: list[str]) -> dict[str, A
     given_history(run)
     given_plan(run, len(uris))
     return given(run, stage, {"documents": list(uris)})
+
+
+def half_done_generate_shard(layout: RunLayout) -> dict[str, int] | None:
+    """``{"map_index": i}`` of a generate shard with a committed checkpoint part and no marker yet (its task is
+    running), or None. Storage only: cheap enough to poll ten times a second, where the API is not."""
+    plan = layout.marker("plan_shards")
+    if not storage.exists(plan):
+        return None
+    for i in storage.read_json(plan)["shards"]:
+        if storage.list_files(layout.parts("generate", i)) and not storage.exists(layout.marker("generate", i)):
+            return {"map_index": i}
+    return None

@@ -30,6 +30,7 @@ from synthcorpus.spec import CPU_THREADS_ENV, STORAGE_ENV, load_spec
 from synthcorpus.stages import TABLE
 from tests.airflow_api import AirflowAPI
 from tests.conftest import ROOT, tiny_spec_dict
+from tests.stagekit import half_done_generate_shard
 
 CORPUS = "faults"
 DAG_ID = f"synthcorpus_{CORPUS}"
@@ -162,18 +163,11 @@ def faulted_run(airflow_stack, reference):
     try:
         api.unpause(DAG_ID)  # no schedule: unpausing only lets the triggered run execute
         run_id = api.trigger(DAG_ID, {"run_name": RUN})
-        plan = layout.marker("plan_shards")
 
         def half_done_shard():
-            """A generate shard with a committed checkpoint part and no marker, before generate's own fault:
-            its first try is running on the worker. Storage only: cheap to poll."""
+            """Before generate's own fault: its first try is running on the worker."""
             assert not generate_fault.exists(), "generate reached its commit before the worker was killed mid-shard"
-            if not storage.exists(plan):
-                return None
-            for i in storage.read_json(plan)["shards"]:
-                if storage.list_files(layout.parts("generate", i)) and not storage.exists(layout.marker("generate", i)):
-                    return {"map_index": i}
-            return None
+            return half_done_generate_shard(layout)
 
         victim = api.wait("a generate shard with a checkpoint and no marker", half_done_shard, KILL_TIMEOUT_S,
                           every_s=0.1)

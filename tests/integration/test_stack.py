@@ -19,6 +19,7 @@ from synthcorpus.publish import verify_version
 from synthcorpus.spec import CPU_GENERATE_POOL, load_spec
 from tests.airflow_api import AirflowAPI
 from tests.conftest import tiny_spec_dict
+from tests.stagekit import half_done_generate_shard
 
 pytestmark = pytest.mark.slow
 DAG_ID = "synthcorpus_stack"
@@ -45,19 +46,8 @@ def killed_run(airflow_stack):
     spec = load_spec(corpora / "stack.yaml")
     layout = RunLayout(stack.env["SYNTHCORPUS_STORAGE_URI"], spec.name, RUN)
     run_id = api.trigger(DAG_ID, {"run_name": RUN})
-    plan = layout.marker("plan_shards")
-
-    def half_done_shard():
-        """A generate shard with a committed checkpoint part and no marker yet: its task is running on the
-        worker. Storage only (cheap to poll): the API is not asked 10 times a second."""
-        if not storage.exists(plan):
-            return None
-        for i in storage.read_json(plan)["shards"]:
-            if storage.list_files(layout.parts("generate", i)) and not storage.exists(layout.marker("generate", i)):
-                return {"map_index": i}
-        return None
-
-    victim = api.wait("a generate shard with a checkpoint and no marker", half_done_shard, 600, every_s=0.1)
+    victim = api.wait("a generate shard with a checkpoint and no marker", lambda: half_done_generate_shard(layout), 600,
+                      every_s=0.1)
     parts_before = len(storage.list_files(layout.parts("generate", victim["map_index"])))
     killed = stack.kill("celery-worker")
     stack.start("celery-worker")
