@@ -34,7 +34,7 @@ install: $(VENV)/.installed-$(LLAMA_KEY)
 
 # pip's and the build backends' output goes to $(VENV)/install.log; on failure its end is shown.
 $(VENV)/.installed-$(LLAMA_KEY): pyproject.toml requirements.lock
-	@echo "== installing into $(VENV) (first time: ~10 min, llama-cpp-python compiles); log: $(VENV)/install.log"
+	@echo "== installing into $(VENV) (first time: ~15 min on 2 cores, llama-cpp-python compiles); log: $(VENV)/install.log"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@rm -f $(VENV)/.installed*
 	@{ $(BIN)/python -m pip install --upgrade pip && \
