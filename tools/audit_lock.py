@@ -45,7 +45,7 @@ def parse_lock(text: str, path: str = "requirements.lock") -> list[tuple[str, st
     pins = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
-        if not line or line.startswith(("-", "--")):
+        if not line or line.startswith("-"):  # pip options (-r, --hash, ...)
             continue
         m = _PIN.match(line)
         if not m:

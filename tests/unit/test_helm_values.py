@@ -432,3 +432,16 @@ def test_bundle_and_corpora_paths_are_where_the_image_puts_them():
 
 def test_storage_is_s3():
     assert env_value(values()["env"], STORAGE_ENV).startswith("s3://")
+
+
+def test_every_llama_cpp_build_uses_the_makefiles_portable_flags():
+    """The Makefile and both images build llama.cpp with one set of flags (three copies: a drifted one would
+    bring the SIGILL of a native AMX build back in one of them only)."""
+
+    makefile = re.search(r"^LLAMA_CMAKE_ARGS \?= (.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert makefile and "-DGGML_NATIVE=OFF" in makefile.group(1)
+    for dockerfile in (DOCKERFILE, K8S / "Dockerfile"):
+        arg = re.search(r'^ARG LLAMA_CMAKE_ARGS="([^"]+)"$', dockerfile.read_text(), re.M)
+        assert arg, f"{dockerfile}: expected ARG LLAMA_CMAKE_ARGS=\"...\""
+        assert arg.group(1) == makefile.group(1).strip(), dockerfile
+        assert 'ENV CMAKE_ARGS="${LLAMA_CMAKE_ARGS}"' in dockerfile.read_text(), dockerfile
